@@ -1,0 +1,5 @@
+import sys
+
+from capscale.cli import main
+
+sys.exit(main())

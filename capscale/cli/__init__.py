@@ -1,0 +1,58 @@
+"""The `capscale` command: a thin layer over library calls.
+
+Each subcommand lives in its own module here and defines ``HELP``, ``add_arguments(parser)``
+and ``run(args) -> int``. Modules import heavy libraries inside ``run`` so that
+``capscale --help`` stays fast. A :class:`~capscale.errors.CapscaleError` is printed
+without a traceback and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from capscale import __version__
+from capscale.errors import CapscaleError
+
+# name -> module under capscale.cli; the order is the order of `capscale --help`.
+COMMANDS = {
+    "formats": "formats",
+    "gmse": "gmse",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="capscale",
+        description="How well a model trains over a compressed representation: "
+        "formats, Gaussian-MSE capacity, scaling-law fits, compressed training.",
+    )
+    parser.add_argument("--version", action="version", version=f"capscale {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(f"capscale.cli.{module_name}")
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except CapscaleError as e:
+        print(f"capscale {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"capscale {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Atomic file writes: nothing capscale writes is ever left half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over ``path``.
+
+    The rename is atomic on POSIX, so readers see the old file or the whole new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    return atomic_write(path, write)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    return atomic_write(path, write)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
+
+
+def write_table(df, path: str | os.PathLike) -> Path:
+    """Write a DataFrame as CSV or Parquet, chosen by the file suffix, atomically."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".parquet":
+        return atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
+    if suffix in (".csv", ""):
+        return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+    if suffix in (".jsonl", ".ndjson"):
+        return atomic_write(path, lambda tmp: df.to_json(tmp, orient="records", lines=True))
+    from capscale.errors import CapscaleError
+
+    raise CapscaleError(f"cannot write table {path}: use a .csv, .parquet or .jsonl suffix")
