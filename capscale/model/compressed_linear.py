@@ -1,0 +1,312 @@
+"""A linear layer that trains over compressed weights and/or activations, and a converter.
+
+``CompressedLinear(in, out, weight_format="int4:had", activation_format="int4:had",
+grad_rule="trust")`` computes ``x̂ · ŵᵀ`` where x̂ and ŵ are the operands as the formats
+represent them (exactly ``Format.quantize``), and passes gradients straight through, masked
+by the gradient rule (see :mod:`capscale.model.gradient_rules`). It subclasses
+``nn.Linear``: same parameters, same state-dict keys, so checkpoints move freely between the
+dense and the compressed model and ``isinstance(m, nn.Linear)`` still holds (weight decay).
+
+A format is a pipeline of parts (``sparse0.5+int4``: prune, then quantize what is kept); the
+layer runs the pipeline itself so that every part can contribute its mask: the sparse part
+the sparse backward mask, the quantizer the trust or clip mask, the vector quantizer its
+hypersphere mask. The masks multiply. A ``:had`` format is compressed in the Hadamard-rotated
+domain, masks included.
+
+``compress_model(model, w_format, a_format, grad_rule)`` swaps matching ``nn.Linear`` modules
+for ``CompressedLinear`` in place, by fully-qualified module name, like torchtitan's model
+converters, so any ``nn.Module`` can be trained over a compressed representation.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from capscale.errors import CapscaleError
+from capscale.formats import Format, parse_format
+from capscale.formats.base import group_view, masked_rms
+from capscale.formats.hadamard import effective_block, fwht
+from capscale.formats.noise import NoiseInjection
+from capscale.formats.scalar import ScalarQuantizer
+from capscale.formats.sparse import MagnitudeSparsity, NMSparsity, Outliers
+from capscale.formats.vq import VectorQuantizer, gaussian_codebook
+from capscale.model.gradient_rules import (
+    GradRule,
+    clip_mask,
+    sparse_backward_mask,
+    straight_through,
+    trust_mask,
+    vector_trust_mask,
+)
+
+# The linears inside the Llama blocks; embeddings and LM head stay dense.
+BLOCK_LINEARS = ("*attn.qkv", "*attn.proj", "*mlp.gate", "*mlp.up", "*mlp.down")
+
+
+class _Rotate(torch.autograd.Function):
+    """Block Walsh–Hadamard rotation along the last dimension. The orthonormal transform is
+    symmetric and its own inverse, so its backward is the same transform."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, block: int):  # noqa: D102
+        ctx.block = block
+        return fwht(x, block)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: D102
+        return fwht(grad.contiguous(), ctx.block), None
+
+
+def rotate(x: torch.Tensor, block: int) -> torch.Tensor:
+    return _Rotate.apply(x, block)
+
+
+def _describe(part) -> str:
+    return getattr(part, "spec", type(part).__name__)
+
+
+class OperandCompressor:
+    """Runs a format's parts on one operand and collects the backward mask of each part."""
+
+    def __init__(self, fmt: Format, rule: GradRule, role: str):
+        self.fmt = fmt
+        self.rule = rule
+        self.role = role
+        self.part_rules = [self._part_rule(part) for part in fmt.parts]
+        # the rule each part really uses, for the run record: "sparse0.5:b-rms", "int4:trust"
+        self.effective = [f"{_describe(p)}:{r}" for p, r in zip(fmt.parts, self.part_rules)]
+
+    def _part_rule(self, part) -> str:
+        r = self.rule
+        if isinstance(part, MagnitudeSparsity):
+            return r.sparse
+        if isinstance(part, NMSparsity):
+            if r.sparse not in ("fw", "ste"):
+                raise CapscaleError(
+                    f"sparse backward mask {r.sparse!r} is defined for magnitude (top-k) "
+                    f"sparsity; {part.spec} is N:M: use fw or ste"
+                )
+            return r.sparse
+        if isinstance(part, Outliers):
+            return "exact"
+        if isinstance(part, NoiseInjection):
+            return "ste"
+        if isinstance(part, VectorQuantizer):
+            return r.vector
+        if isinstance(part, ScalarQuantizer):
+            if r.quant == "trust" and len(part.levels) == 2:
+                return f"clip{r.one_bit_clip_scale:g}"  # QuEST: the clip variant at one bit
+            if r.quant == "clip":
+                return f"clip{r.clip_scale:g}"
+            return r.quant
+        # Block formats (MX, NVFP4) have power-of-two shared scales with no RMS to measure a
+        # trust region against: their gradient passes straight through.
+        return "ste"
+
+    @property
+    def is_identity(self) -> bool:
+        return self.fmt.is_identity
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x̂ with the masked straight-through gradient; x is already in the working domain."""
+        with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
+            xq, mask = self.compress(x.detach())
+        return straight_through(x, xq, mask)
+
+    def compress(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        shape, dtype = x.shape, x.dtype
+        work = x if dtype in (torch.float32, torch.float64) else x.float()
+        x2d = work.reshape(-1, shape[-1])
+        active = None
+        out = x2d
+        mask = None
+        for part, rule in zip(self.fmt.parts, self.part_rules):
+            before = out
+            out, new_active = part.apply(out, active)
+            m = self._mask(part, rule, before, out, active, new_active)
+            if m is not None:
+                mask = m if mask is None else mask & m
+            active = new_active
+        out = out.reshape(shape).to(dtype)
+        return out, None if mask is None else mask.reshape(shape)
+
+    def _mask(self, part, rule: str, x, xq, active, keep) -> torch.Tensor | None:
+        r = self.rule
+        if rule in ("ste", "exact"):
+            return None
+        if isinstance(part, (MagnitudeSparsity, NMSparsity)):
+            if isinstance(part, NMSparsity):
+                return keep  # rule is "fw"
+            dim = -1 if part.per_row else None
+            return sparse_backward_mask(x, keep, rule, r.sparse_p, r.sparse_area, dim)
+        if isinstance(part, VectorQuantizer):
+            book = gaussian_codebook(part.dim, part.n_bits)
+            radius = float(book.square().sum(1).sqrt().max())  # the sphere holding the code book
+            scale = masked_rms(x.unsqueeze(1), None).squeeze(1)
+            return vector_trust_mask(x, part.dim, radius * scale)
+        if isinstance(part, ScalarQuantizer):
+            xv = group_view(x, part.scaling.group, part.spec)
+            av = None if active is None else group_view(active, part.scaling.group, part.spec)
+            qv = xq.reshape(xv.shape)
+            s = part.scale(xv, av)  # where the outermost level sits, per group
+            if rule.startswith("clip"):
+                m = clip_mask(xv, float(rule[4:]) * s)
+            elif r.trust_radius is not None:
+                m = trust_mask(xv, qv, r.trust_radius, masked_rms(xv, av))
+            else:  # half the widest gap of the scaled grid: QuEST's default trust radius
+                half_gap = float(max(part.levels[1:] - part.levels[:-1])) / 2
+                m = trust_mask(xv, qv, half_gap, s)
+            m = m.reshape(x.shape)
+            return m if active is None else m | ~active  # inactive entries pass unchanged
+        return None
+
+
+def _block_for(fmt: Format, in_features: int, where: str) -> int | None:
+    if fmt.rotation_block is None:
+        return None
+    b = effective_block(fmt.rotation_block, in_features)
+    if b < 2:
+        raise CapscaleError(
+            f"{where}: {fmt} rotates rows in Hadamard blocks, but the reduction dimension "
+            f"{in_features} has no power-of-two factor to rotate"
+        )
+    return b
+
+
+class CompressedLinear(nn.Linear):
+    """``nn.Linear`` whose forward runs on compressed weights and/or activations."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = False,
+        *,
+        weight_format: str | Format = "none",
+        activation_format: str | Format = "none",
+        grad_rule: GradRule | str = "trust",
+        device=None,
+        dtype=None,
+        name: str = "CompressedLinear",
+    ):
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self.weight_format = _as_format(weight_format)
+        self.activation_format = _as_format(activation_format)
+        self.grad_rule = GradRule.parse(grad_rule)
+        self.w_comp = OperandCompressor(self.weight_format, self.grad_rule, "weight")
+        self.a_comp = OperandCompressor(self.activation_format, self.grad_rule, "activation")
+        self.w_block = _block_for(self.weight_format, in_features, name)
+        self.a_block = _block_for(self.activation_format, in_features, name)
+        if self.w_block and self.a_block and self.w_block != self.a_block:
+            raise CapscaleError(
+                f"{name}: weights and activations must rotate in the same Hadamard blocks "
+                f"({self.weight_format} vs {self.activation_format})"
+            )
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, **kwargs) -> CompressedLinear:
+        """A CompressedLinear sharing ``linear``'s parameters (no copy)."""
+        new = cls(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                  device="meta", **kwargs)
+        new.weight = linear.weight
+        if linear.bias is not None:
+            new.bias = linear.bias
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        bw, ba = self.w_block, self.a_block
+        if bw and ba:  # both rotated: compute in the rotated domain, xH·(WH)ᵀ = x·Wᵀ
+            xq = self.a_comp(rotate(x, ba))
+            wq = self.w_comp(rotate(w, bw))
+        elif bw:
+            wq = self.w_comp(rotate(w, bw))
+            if self.grad_rule.hadamard == "full":
+                wq = rotate(wq, bw)
+            xq = self.a_comp(x)
+        elif ba:
+            xq = self.a_comp(rotate(x, ba))
+            if self.grad_rule.hadamard == "full":
+                xq = rotate(xq, ba)
+            wq = self.w_comp(w)
+        else:
+            xq = self.a_comp(x)
+            wq = self.w_comp(w)
+        return F.linear(xq, wq, self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"{super().extra_repr()}, w={self.weight_format}, a={self.activation_format}, "
+                f"grad={self.grad_rule.quant}")
+
+
+def _as_format(fmt: str | Format) -> Format:
+    return fmt if isinstance(fmt, Format) else parse_format(str(fmt))
+
+
+Filter = Callable[[str, nn.Module], bool] | Sequence[str] | None
+
+
+def _matches(name: str, module: nn.Module, patterns: Filter, default: bool) -> bool:
+    if patterns is None:
+        return default
+    if callable(patterns):
+        return bool(patterns(name, module))
+    if isinstance(patterns, str):
+        patterns = (patterns,)
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def compress_model(
+    model: nn.Module,
+    w_format: str | Format = "none",
+    a_format: str | Format = "none",
+    grad_rule: GradRule | str = "trust",
+    include: Filter = None,
+    exclude: Filter = ("lm_head", "*embed*", "*emb"),
+) -> dict:
+    """Replace the ``nn.Linear`` modules of ``model`` selected by name with CompressedLinear.
+
+    ``include`` / ``exclude`` are fnmatch patterns on the fully-qualified module name (e.g.
+    ``"layers.*.mlp.*"``) or a callable ``(name, module) -> bool``; by default every linear
+    except an LM head / embedding is compressed. Returns a report: the canonical formats,
+    the gradient rule, the names of the replaced layers and the rule each part really uses.
+    Identity formats on both operands leave the model untouched (plain nn.Linear).
+    """
+    wf, af = _as_format(w_format), _as_format(a_format)
+    rule = GradRule.parse(grad_rule)
+    report = {"w_format": wf.spec, "a_format": af.spec, "grad_rule": rule.to_dict(),
+              "layers": [], "effective_rules": {}}
+    if wf.is_identity and af.is_identity:
+        return report
+    targets = [
+        (name, mod) for name, mod in model.named_modules()
+        if type(mod) is nn.Linear
+        and _matches(name, mod, include, True)
+        and not _matches(name, mod, exclude, False)
+    ]
+    if not targets:
+        raise CapscaleError("no nn.Linear module matched the include/exclude filter")
+    for name, mod in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        new = CompressedLinear.from_linear(mod, weight_format=wf, activation_format=af,
+                                           grad_rule=rule, name=name)
+        setattr(parent, child, new)
+        report["layers"].append(name)
+    first = model.get_submodule(report["layers"][0])
+    report["effective_rules"] = {"weight": first.w_comp.effective, "activation": first.a_comp.effective}
+    return report
+
+
+def grad_rule_from_config(cfg) -> GradRule:
+    """The GradRule of a TrainConfig (its grad, trust_radius, clip_scale, hadamard, sparse_*)."""
+    return GradRule(
+        quant=cfg.grad, trust_radius=cfg.trust_radius, clip_scale=cfg.clip_scale,
+        hadamard=cfg.hadamard, sparse=cfg.sparse_grad, sparse_p=cfg.sparse_p,
+        sparse_area=cfg.sparse_area,
+    )

@@ -1,0 +1,270 @@
+"""The Llama-style decoder of the papers, in one file.
+
+Both papers (and the QuEST runs they build on) train the same architecture: pre-norm
+decoder blocks with RMSNorm (eps 1e-5), rotary position embeddings (theta 10000),
+causal self-attention, a SwiGLU MLP whose hidden size is 8/3 of the width rounded up to
+a multiple of 256, no biases anywhere, and untied input embedding / LM head. The
+non-embedding parameter count N (everything except the token embedding and the LM
+head, RMSNorm gains included) is what the scaling laws use; it reproduces the papers'
+figures exactly (30M = 30,482,560; see ``tests/model/test_llama.py``).
+
+Module names are chosen so that a name filter can pick the compressible linears:
+``layers.{i}.attn.qkv``, ``layers.{i}.attn.proj``, ``layers.{i}.mlp.gate``,
+``layers.{i}.mlp.up``, ``layers.{i}.mlp.down``; ``tok_emb`` and ``lm_head`` stay dense.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from capscale.errors import CapscaleError
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    """Shape of a model. ``mlp_hidden`` and ``head_dim`` are derived, never free."""
+
+    n_layer: int
+    n_embd: int
+    n_head: int
+    vocab_size: int = 32000
+    max_seq_len: int = 512
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        for name in ("n_layer", "n_embd", "n_head", "vocab_size", "max_seq_len"):
+            if int(getattr(self, name)) < 1:
+                raise CapscaleError(f"model {name}={getattr(self, name)}: must be a positive integer")
+        if self.n_embd % self.n_head:
+            raise CapscaleError(
+                f"model n_embd={self.n_embd} is not divisible by n_head={self.n_head}: "
+                "the head dimension is n_embd / n_head"
+            )
+        if self.head_dim % 2:
+            raise CapscaleError(
+                f"model head dimension n_embd/n_head = {self.head_dim} is odd: rotary "
+                "embeddings rotate pairs of channels, choose an even head dimension"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def multiple_of(self) -> int:
+        """Rounding multiple of the MLP hidden size: 256 as in the papers, or the width itself
+        below 256, so that a Hadamard block that divides the width also divides the hidden size."""
+        return min(256, self.n_embd)
+
+    @property
+    def mlp_hidden(self) -> int:
+        """SwiGLU hidden size: 8/3 of the width, rounded up to ``multiple_of``."""
+        m = self.multiple_of
+        hidden = int(2 * (4 * self.n_embd) / 3)
+        return m * ((hidden + m - 1) // m)
+
+    @property
+    def non_embedding_params(self) -> int:
+        """N as the papers count it: every parameter except token embedding and LM head."""
+        d, h = self.n_embd, self.mlp_hidden
+        per_layer = 4 * d * d + 3 * d * h + 2 * d  # qkv + proj, gate/up/down, two RMSNorm gains
+        return self.n_layer * per_layer + d  # + final RMSNorm
+
+    @property
+    def embedding_params(self) -> int:
+        return 2 * self.vocab_size * self.n_embd  # untied input embedding and LM head
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token (forward + backward), the usual 6N plus attention scores.
+
+        Counts the LM head (it is a matmul) but not the embedding lookup, as in the
+        PaLM/Chinchilla accounting used for model-FLOPs utilisation.
+        """
+        t = self.max_seq_len if seq_len is None else seq_len
+        matmul_params = self.non_embedding_params + self.vocab_size * self.n_embd
+        attention = 6 * self.n_layer * self.n_embd * t  # QK^T and AV, fwd+bwd, causal halves it
+        return 6.0 * matmul_params + attention
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out.update(head_dim=self.head_dim, mlp_hidden=self.mlp_hidden,
+                   non_embedding_params=self.non_embedding_params)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LlamaConfig:
+        fields = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in fields})
+
+
+@dataclass(frozen=True)
+class SizePreset:
+    """A named rung of the model ladder: shape plus the learning rate it was trained with."""
+
+    n_layer: int
+    n_embd: int
+    n_head: int
+    lr: float
+    source: str
+
+
+# The papers' ladder (unified paper Table 2; QuEST runs for 430M/800M, whose shapes and
+# learning rates are in the run arguments of IST-DASLab/QuEST for_plots/runs_for_scaling.json).
+# Tiny CPU rungs follow the same rules with head dimension 32 (64 from width 192 up); their
+# learning rates come from a short sweep on the embedded corpus (BENCHMARKS.md).
+SIZES: dict[str, SizePreset] = {
+    "30k": SizePreset(2, 32, 1, 3e-3, "tiny CPU rung"),
+    "100k": SizePreset(2, 64, 2, 3e-3, "tiny CPU rung"),
+    "350k": SizePreset(3, 96, 3, 3e-3, "tiny CPU rung"),
+    "1M": SizePreset(5, 128, 4, 3e-3, "tiny CPU rung"),
+    "2M": SizePreset(4, 192, 3, 2e-3, "tiny CPU rung"),
+    "5M": SizePreset(6, 256, 4, 2e-3, "tiny CPU rung"),
+    "30M": SizePreset(6, 640, 5, 1.2e-3, "unified paper Table 2"),
+    "50M": SizePreset(7, 768, 6, 1.2e-3, "unified paper Table 2"),
+    "100M": SizePreset(8, 1024, 8, 6e-4, "unified paper Table 2"),
+    "200M": SizePreset(10, 1280, 10, 3e-4, "unified paper Table 2"),
+    "430M": SizePreset(13, 1664, 13, 1.5e-4, "QuEST runs"),
+    "800M": SizePreset(16, 2048, 16, 7.5e-5, "QuEST runs"),
+}
+
+
+def size_preset(name: str) -> SizePreset:
+    key = name.strip()
+    for k, v in SIZES.items():
+        if k.lower() == key.lower():
+            return v
+    raise CapscaleError(
+        f"unknown model size {name!r}: use one of {', '.join(SIZES)} "
+        "or give --n-layer, --n-embd and --n-head"
+    )
+
+
+def config_for_size(name: str, vocab_size: int, max_seq_len: int = 512) -> LlamaConfig:
+    p = size_preset(name)
+    return LlamaConfig(p.n_layer, p.n_embd, p.n_head, vocab_size=vocab_size, max_seq_len=max_seq_len)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return y.type_as(x) * self.weight
+
+
+def rope_tables(head_dim: int, seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables [seq_len, head_dim] for the half-split ("rotate half") RoPE layout."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float64), inv_freq)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs (i, i + head_dim/2) of x [B, H, T, hd] by position-dependent angles.
+
+    Pairing channel i with i + hd/2 instead of (2i, 2i+1) is a fixed permutation of the head
+    channels, so the model class is the same as Meta's interleaved layout.
+    """
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: LlamaConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.head_dim = cfg.head_dim
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, cfg: LlamaConfig):
+        super().__init__()
+        self.gate = nn.Linear(cfg.n_embd, cfg.mlp_hidden, bias=False)
+        self.up = nn.Linear(cfg.n_embd, cfg.mlp_hidden, bias=False)
+        self.down = nn.Linear(cfg.mlp_hidden, cfg.n_embd, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: LlamaConfig):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.mlp_norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.mlp = SwiGLU(cfg)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class Llama(nn.Module):
+    def __init__(self, cfg: LlamaConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """GPT-2 / QuEST initialisation: N(0, 0.02) everywhere, residual output projections
+        (attention ``proj`` and MLP ``down``) scaled by 1/sqrt(2 * n_layer), RMSNorm gains 1."""
+        std = self.cfg.init_std
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            elif name.endswith(("attn.proj.weight", "mlp.down.weight")):
+                p.normal_(0.0, std / math.sqrt(2 * self.cfg.n_layer))
+            else:
+                p.normal_(0.0, std)
+
+    def non_embedding_params(self) -> int:
+        """Counted from the module (for a check against ``cfg.non_embedding_params``)."""
+        skip = {id(self.tok_emb.weight), id(self.lm_head.weight)}
+        return sum(p.numel() for p in self.parameters() if id(p) not in skip)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [B, T, vocab] or, with ``targets``, the mean token cross-entropy."""
+        T = idx.shape[1]
+        if T > self.cfg.max_seq_len:
+            raise CapscaleError(
+                f"sequence length {T} exceeds the model's max_seq_len {self.cfg.max_seq_len}"
+            )
+        cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+        x = self.tok_emb(idx)
+        for block in self.layers:
+            x = block(x, cos, sin)
+        logits = self.lm_head(self.norm(x))
+        if targets is None:
+            return logits
+        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
