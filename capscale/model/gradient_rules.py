@@ -33,11 +33,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from capscale.errors import CapscaleError
-
-QUANT_RULES = ("ste", "trust", "clip")
-SPARSE_RULES = ("fw", "ste", "rms", "b-rms", "a-b-rms")
-VECTOR_RULES = ("trust", "ste")
-HADAMARD_MODES = ("full", "half")
+from capscale.model.presets import HADAMARD_MODES, QUANT_RULES, SPARSE_RULES, VECTOR_RULES
 
 
 @dataclass(frozen=True)

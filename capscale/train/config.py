@@ -9,7 +9,7 @@ batch split, once the vocabulary size is known. Both are stored in the run folde
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 from capscale.errors import CapscaleError
 from capscale.model.llama import LlamaConfig, size_preset
@@ -77,7 +77,6 @@ class TrainConfig:
     tensorboard: bool = False
     wandb_project: str | None = None
     out: str | None = None
-    extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.size is None and None in (self.n_layer, self.n_embd, self.n_head):

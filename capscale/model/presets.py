@@ -1,0 +1,55 @@
+"""Names the command line needs without importing torch: the model ladder and the
+gradient-rule choices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from capscale.errors import CapscaleError
+
+QUANT_RULES = ("ste", "trust", "clip")
+SPARSE_RULES = ("fw", "ste", "rms", "b-rms", "a-b-rms")
+VECTOR_RULES = ("trust", "ste")
+HADAMARD_MODES = ("full", "half")
+
+
+@dataclass(frozen=True)
+class SizePreset:
+    """A named rung of the model ladder: shape plus the learning rate it was trained with."""
+
+    n_layer: int
+    n_embd: int
+    n_head: int
+    lr: float
+    source: str
+
+
+# The papers' ladder (unified paper Table 2; QuEST runs for 430M/800M, whose shapes and
+# learning rates are in the run arguments of IST-DASLab/QuEST for_plots/runs_for_scaling.json).
+# Tiny CPU rungs follow the same rules with head dimension 32 (64 from width 192 up); their
+# learning rates come from a short sweep on the embedded corpus (BENCHMARKS.md).
+SIZES: dict[str, SizePreset] = {
+    "30k": SizePreset(2, 32, 1, 3e-3, "tiny CPU rung"),
+    "100k": SizePreset(2, 64, 2, 3e-3, "tiny CPU rung"),
+    "350k": SizePreset(3, 96, 3, 3e-3, "tiny CPU rung"),
+    "1M": SizePreset(5, 128, 4, 3e-3, "tiny CPU rung"),
+    "2M": SizePreset(4, 192, 3, 2e-3, "tiny CPU rung"),
+    "5M": SizePreset(6, 256, 4, 2e-3, "tiny CPU rung"),
+    "30M": SizePreset(6, 640, 5, 1.2e-3, "unified paper Table 2"),
+    "50M": SizePreset(7, 768, 6, 1.2e-3, "unified paper Table 2"),
+    "100M": SizePreset(8, 1024, 8, 6e-4, "unified paper Table 2"),
+    "200M": SizePreset(10, 1280, 10, 3e-4, "unified paper Table 2"),
+    "430M": SizePreset(13, 1664, 13, 1.5e-4, "QuEST runs"),
+    "800M": SizePreset(16, 2048, 16, 7.5e-5, "QuEST runs"),
+}
+
+
+def size_preset(name: str) -> SizePreset:
+    key = name.strip()
+    for k, v in SIZES.items():
+        if k.lower() == key.lower():
+            return v
+    raise CapscaleError(
+        f"unknown model size {name!r}: use one of {', '.join(SIZES)} "
+        "or give --n-layer, --n-embd and --n-head"
+    )

@@ -1,0 +1,35 @@
+import argparse
+
+import pytest
+
+from capscale.cli import train as cli
+
+
+def _parse(*argv):
+    p = argparse.ArgumentParser()
+    cli.add_arguments(p)
+    return p.parse_args(list(argv))
+
+
+def test_counts_accept_suffixes_and_scientific_notation():
+    assert cli.count("3e9") == cli.count("3B") == 3_000_000_000
+    assert cli.count("250M") == 250_000_000 and cli.count("40k") == 40_000
+    assert cli.count("262144") == 262144
+    for bad in ("abc", "0", "1.5", "-3"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            cli.count(bad)
+
+
+def test_arguments_map_onto_the_config():
+    args = _parse("--size", "30M", "--w", "int4:had", "--a", "int4:had", "--grad", "trust",
+                  "--tokens-per-param", "100", "--data", "c4", "--sparse-grad", "b-rms")
+    cfg = cli.config_from_args(args)
+    assert (cfg.size, cfg.w_format, cfg.a_format, cfg.grad, cfg.data) == (
+        "30M", "int4:had", "int4:had", "trust", "c4")
+    assert cfg.sparse_grad == "b-rms" and cfg.tokens_per_param == 100
+    assert cfg.out == "runs/30M-wint4_had-aint4_had-s0"
+    custom = cli.config_from_args(_parse("--n-layer", "2", "--n-embd", "64", "--n-head", "2"))
+    assert custom.size is None and custom.out.startswith("runs/L2d64h2")
+    assert cli.config_from_args(_parse()).size == "30M"
+    with pytest.raises(SystemExit):
+        _parse("--grad", "lsq")
