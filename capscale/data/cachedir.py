@@ -30,8 +30,8 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
 
 def slug(text: str, limit: int = 48) -> str:
     """A file-name-safe, human-readable rendering of a spec string."""
-    s = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
-    return s[-limit:] if len(s) > limit else (s or "x")
+    s = re.sub(r"[^A-Za-z0-9._-]+", "-", text)[-limit:].strip("-.")
+    return s or "x"
 
 
 @contextlib.contextmanager
