@@ -211,10 +211,9 @@ def _austen_documents(root: Path) -> Iterator[str]:
     for novel in r_character_vectors(path.read_bytes()):
         chapter: list[str] = []
         for line in novel:
-            if _AUSTEN_CHAPTER.match(line) and chapter:
-                text = _unwrap(chapter)
-                if text:
-                    yield text
+            # a new chapter ends the current one, unless that is only a title page
+            if _AUSTEN_CHAPTER.match(line) and len(" ".join(chapter).split()) >= 50:
+                yield _unwrap(chapter)
                 chapter = []
             chapter.append(line)
         text = _unwrap(chapter)

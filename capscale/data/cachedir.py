@@ -1,7 +1,7 @@
 """Where the data layer keeps what it makes: token caches, trained tokenizers, fetched corpora.
 
 The root is, in order: the ``cache_dir`` argument, the ``CAPSCALE_CACHE`` environment
-variable, or ``$XDG_CACHE_HOME/capscale`` (``~/.cache/capscale``). Below it:
+variable, or ``~/.cache/capscale``. Below it:
 ``tokens/`` (one folder per token cache), ``tokenizers/`` (trained SentencePiece models) and
 ``corpora/`` (the optional corpora that ``capscale data fetch`` downloads).
 """
@@ -24,8 +24,7 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
-    return Path(xdg).expanduser() / "capscale"
+    return Path.home() / ".cache" / "capscale"
 
 
 def slug(text: str, limit: int = 48) -> str:
