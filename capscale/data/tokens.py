@@ -1,11 +1,12 @@
 """The token cache: a text source tokenized once into memory-mapped train and validation arrays.
 
 A cache is a folder ``<cache root>/tokens/<source>--<tokenizer>--<key>/`` holding
-``train.bin`` and ``val.bin`` (raw little-endian uint16, or uint32 for vocabularies over 65,536),
-``meta.json`` and, for SentencePiece tokenizers, ``tokenizer.model``. The key is a hash of
-everything that decides the tokens: the source's identity (builtin package version, file
-sizes and times, or hub name), the tokenizer's identity (model hash, or the training recipe of
-a ``train:spm`` tokenizer), the split options, the token cap and the format version.
+``train.bin`` and ``val.bin`` (raw uint16 in native byte order, or uint32 for vocabularies
+over 65,536), ``meta.json`` and, for SentencePiece tokenizers, ``tokenizer.model``. The key
+is a hash of everything that decides the tokens: the source's identity (builtin package
+version, file sizes and times, or hub name), the tokenizer's identity (model hash, or the
+training recipe of a ``train:spm`` tokenizer), the split options, the token cap and the
+format version.
 
 The folder is built under a temporary name beside its final one and renamed into place as the
 last step, so a cache that exists is whole; a half-built one (a killed process) is never read,
@@ -284,7 +285,7 @@ def _build(tmp: Path, key: str, identity: dict, source: Source, tokenizer: str,
         "separator": "eos after each document",
         "sha256": sha,
         "build": {"seconds": round(time.perf_counter() - t0, 3),
-                  "tokenize_seconds": round(got["seconds"], 3),
+                  "read_and_tokenize_seconds": round(got["seconds"], 3),
                   "tokens_per_second": round(total / max(got["seconds"], 1e-9))},
     }
     with open(tmp / "meta.json", "w") as f:
