@@ -4,7 +4,8 @@ Specs:
     builtin:wiki | builtin:lee | builtin:austen | builtin:shakespeare   (see capscale.data.builtin)
     c4                                  allenai/c4, config en, split train, streamed
     hf:NAME[:CONFIG][:SPLIT]            any Hugging Face dataset, streamed (split train by default;
-                                        hf:NAME::SPLIT for a split without a config)
+                                        hf:NAME::SPLIT for a split without a config); NAME may
+                                        be a dataset folder on disk, which needs no network
     PATH                                a .txt / .jsonl / .parquet file (.txt and .jsonl may be
                                         .gz), a directory of them (recursive), or a glob
     SPEC+SPEC                           documents of the first, then of the second, ...
@@ -78,7 +79,10 @@ class HFSource(Source):
     split: str
     text_field: str
     alias: str | None = None
-    streaming: bool = True
+
+    @property
+    def streaming(self) -> bool:  # type: ignore[override]
+        return self.local is None  # a hub dataset has no end here; a folder does
 
     @property
     def spec(self) -> str:
@@ -89,12 +93,22 @@ class HFSource(Source):
             return f"{spec}:{self.config or ''}:{self.split}"
         return f"{spec}:{self.config}" if self.config else spec
 
+    @property
+    def local(self) -> Path | None:
+        """The folder, when NAME is a dataset folder on disk rather than a hub name."""
+        p = Path(self.name).expanduser()
+        return p.resolve() if p.is_dir() else None
+
     def fingerprint(self) -> dict:
-        return {"hf": self.name, "config": self.config, "split": self.split,
-                "text_field": self.text_field}
+        out = {"hf": self.name, "config": self.config, "split": self.split,
+               "text_field": self.text_field}
+        if self.local is not None:
+            out["files"] = _stat_files(sorted(f for f in self.local.rglob("*") if f.is_file()))
+        return out
 
     def check_available(self) -> None:
-        require_online(f"data source '{self.spec}'")
+        if self.local is None:
+            require_online(f"data source '{self.spec}'")
         require_package("datasets", f"data source '{self.spec}'",
                         "pip install 'capscale[hf]' (or pip install datasets)")
 
@@ -128,11 +142,7 @@ class FileSource(Source):
         return self.pattern
 
     def fingerprint(self) -> dict:
-        out = []
-        for f in self.files:
-            st = f.stat()
-            out.append([str(f), st.st_size, st.st_mtime_ns])
-        return {"files": out, "text_field": self.text_field}
+        return {"files": _stat_files(self.files), "text_field": self.text_field}
 
     def check_available(self) -> None:
         for f in self.files:
@@ -148,6 +158,15 @@ class FileSource(Source):
                 yield from _jsonl_documents(f, self.text_field)
             else:
                 yield from _parquet_documents(f, self.text_field)
+
+
+def _stat_files(files: list[Path]) -> list:
+    """(path, size, modification time) of each file: what identifies local text cheaply."""
+    out = []
+    for f in files:
+        st = f.stat()
+        out.append([str(f), st.st_size, st.st_mtime_ns])
+    return out
 
 
 def _open_text(path: Path):
