@@ -1,7 +1,6 @@
 """Where the data layer keeps what it makes: token caches, trained tokenizers, fetched corpora.
 
-The root is, in order: the ``cache_dir`` argument, the ``CAPSCALE_CACHE`` environment
-variable, or ``~/.cache/capscale``. Below it:
+Below the capscale cache root (see :mod:`capscale.cache`):
 ``tokens/`` (one folder per token cache), ``tokenizers/`` (trained SentencePiece models) and
 ``corpora/`` (the optional corpora that ``capscale data fetch`` downloads).
 """
@@ -9,22 +8,11 @@ variable, or ``~/.cache/capscale``. Below it:
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
-ENV_VAR = "CAPSCALE_CACHE"
-
-
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The capscale cache root (not created here)."""
-    if cache_dir is not None and str(cache_dir) != "":
-        return Path(cache_dir).expanduser()
-    env = os.environ.get(ENV_VAR)
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "capscale"
+from capscale.cache import ENV_VAR, cache_root  # noqa: F401  (re-exported)
 
 
 def slug(text: str, limit: int = 48) -> str:
