@@ -208,7 +208,7 @@ class MaskedStraightThrough(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):  # noqa: D102
         if ctx.has_mask:
             (mask,) = ctx.saved_tensors
-            grad = grad * mask.to(grad.dtype)
+            grad = torch.where(mask, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
         return grad, None, None
 
 

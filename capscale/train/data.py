@@ -16,7 +16,7 @@ import numpy as np
 
 from capscale.errors import CapscaleError
 
-Batch = tuple[np.ndarray, np.ndarray]  # inputs and targets, int64 [B, T]
+Batch = tuple[np.ndarray, np.ndarray]  # inputs and targets, int64 [B, T] (arrays or tensors)
 
 
 @dataclass
@@ -31,25 +31,31 @@ class RunData:
     info: dict = field(default_factory=dict)
 
 
-def open_run_data(cfg) -> RunData:
-    """Tokenize (or load from the token cache) ``cfg.data`` with ``cfg.tokenizer``."""
-    try:
-        from capscale.data import BatchSampler, prepare_tokens, val_batches
-    except ImportError as e:  # pragma: no cover - only without the data layer
-        raise CapscaleError(f"the data layer is not available: {e}") from None
+def open_run_data(cfg, planned_tokens: int | None = None) -> RunData:
+    """Tokenize (or load from the token cache) ``cfg.data`` with ``cfg.tokenizer``.
+
+    A streamed hub source (C4) has no end: it is read up to the run's planned training
+    tokens plus its validation tokens (``planned_tokens``), with a 10% margin so that the
+    held-out documents do not eat into the training stream.
+    """
+    from capscale.data import BatchSampler, parse_source, prepare_tokens, val_batches
+
     kwargs = {"cache_dir": cfg.data_cache, "progress": cfg.progress}
     if cfg.val_fraction is not None:
         kwargs["val_fraction"] = cfg.val_fraction
+    if parse_source(cfg.data, cache_dir=cfg.data_cache).streaming:
+        if planned_tokens is None:
+            raise CapscaleError(f"data source {cfg.data!r} is streamed: the run length must be known")
+        kwargs["max_tokens"] = int(1.1 * (planned_tokens + cfg.val_tokens))
     td = prepare_tokens(data=cfg.data, tokenizer=cfg.tokenizer, **kwargs)
 
     def train_batches(batch_size: int, seq_len: int, seed: int) -> Callable[[int], Batch]:
-        sampler = BatchSampler(td.train, batch_size, seq_len, seed)
-        return sampler.batch
+        return BatchSampler(td.train, batch_size, seq_len, seed).batch
 
     def val(batch_size: int, seq_len: int, max_tokens: int) -> Iterable[Batch]:
         return val_batches(td.val, batch_size, seq_len, max_tokens)
 
-    info = {"data": cfg.data, "tokenizer": cfg.tokenizer, "data_key": getattr(td, "key", None),
+    info = {"data": cfg.data, "tokenizer": cfg.tokenizer, "data_key": td.key,
             "train_tokens": int(len(td.train)), "val_tokens": int(len(td.val)),
-            "eos_id": getattr(td, "eos_id", None), "meta": getattr(td, "meta", None)}
+            "eos_id": td.eos_id}
     return RunData(int(td.vocab_size), train_batches, val, info)

@@ -151,8 +151,8 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
         done = records.load_result(run_dir)
         if done is not None:
             return done
-    if data is None:
-        data = open_run_data(cfg)
+    if data is None:  # the run length does not depend on the vocabulary: plan it first
+        data = open_run_data(cfg, plan(cfg, 1, ctx.world_size, ctx.device.type).tokens)
     p = plan(cfg, data.vocab_size, ctx.world_size, ctx.device.type)
     autocast, compute_dtype = _autocast(cfg, ctx.device)
 
