@@ -177,6 +177,8 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
     if ckpt is not None:
         state = load_checkpoint(ckpt, raw, optimizer, ctx)
         metrics.truncate_after(state.step)
+    elif resuming:  # killed before its first checkpoint: start over in the same folder
+        metrics.truncate_after(0)
     elif run_dir is not None and ctx.is_main:
         record = {
             "config": cfg.to_dict(), "plan": p.to_dict(), "formats": info, "data": data.info,

@@ -33,3 +33,23 @@ def test_arguments_map_onto_the_config():
     assert cli.config_from_args(_parse()).size == "30M"
     with pytest.raises(SystemExit):
         _parse("--grad", "lsq")
+
+
+def test_capscale_train_end_to_end_on_the_embedded_corpus(tmp_path, monkeypatch, capsys):
+    from capscale.cli import main
+    from capscale.train import load_result
+
+    monkeypatch.setenv("CAPSCALE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    argv = ["train", "--size", "30k", "--w", "int4:had", "--a", "int4:had", "--steps", "4",
+            "--seq-len", "64", "--batch-tokens", "1024", "--val-tokens", "4096",
+            "--data", "builtin:wiki", "--tokenizer", "train:spm:512", "--out", str(out),
+            "--no-progress"]
+    assert main(argv) == 0
+    assert "finished: val loss" in capsys.readouterr().out
+    r = load_result(out)
+    assert r["vocab_size"] == 512 and r["w_format"] == "int4:had" and r["D"] == 4096
+    assert r["data"] == "builtin:wiki" and r["tokenizer"] == "train:spm:512"
+    assert main(argv) == 2  # the folder holds a run: without --resume it is a user error
+    assert "--resume" in capsys.readouterr().err
+    assert main([*argv, "--resume"]) == 0  # finished: prints the existing result
