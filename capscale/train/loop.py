@@ -22,6 +22,7 @@ from torch import nn
 
 import capscale
 from capscale.errors import CapscaleError
+from capscale.model.compressed_linear import BLOCK_LINEARS, compress_model, grad_rule_from_config
 from capscale.model.llama import Llama
 from capscale.train import records
 from capscale.train.checkpoint import (
@@ -87,17 +88,13 @@ def _autocast(cfg: TrainConfig, device: torch.device):
 
 
 def build_model(cfg: TrainConfig, p: RunPlan) -> tuple[nn.Module, dict]:
-    """The Llama of the plan with its block linears compressed as the config says."""
+    """The Llama of the plan with its block linears compressed as the config says, and the
+    compression report (canonical formats, gradient rule, the rule each format part uses)."""
     torch.manual_seed(cfg.seed)
     model = Llama(p.model)
-    formats = {"w_format": "none", "a_format": "none"}
-    if cfg.w_format.strip().lower() not in ("none", "") or cfg.a_format.strip().lower() not in ("none", ""):
-        from capscale.model.compressed_linear import compress_model, grad_rule_from_config
-
-        rule = grad_rule_from_config(cfg)
-        report = compress_model(model, cfg.w_format, cfg.a_format, rule)
-        formats = report
-    return model, formats
+    report = compress_model(model, cfg.w_format, cfg.a_format, grad_rule_from_config(cfg),
+                            include=BLOCK_LINEARS)
+    return model, report
 
 
 def format_info(w_format: str, a_format: str) -> dict:
@@ -181,7 +178,8 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
         metrics.truncate_after(0)
     elif run_dir is not None and ctx.is_main:
         record = {
-            "config": cfg.to_dict(), "plan": p.to_dict(), "formats": info, "data": data.info,
+            "config": cfg.to_dict(), "plan": p.to_dict(), "formats": info,
+            "compression": formats, "data": data.info,
             "environment": {"capscale": capscale.__version__, "torch": torch.__version__,
                             "python": platform.python_version(), "device": str(ctx.device),
                             "world_size": ctx.world_size, "compute_dtype": compute_dtype,
@@ -307,6 +305,9 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
         "w_format": formats["w_format"],
         "a_format": formats["a_format"],
         "grad_rule": cfg.grad if formats["w_format"] != "none" or formats["a_format"] != "none" else "none",
+        # the rule each part of each format really used, e.g. "sparse0.5:b-rms,int4:trust"
+        "w_rules": ",".join(formats.get("effective_rules", {}).get("weight", [])) or None,
+        "a_rules": ",".join(formats.get("effective_rules", {}).get("activation", [])) or None,
         "seed": cfg.seed,
         "size": cfg.size if cfg.n_layer is None else None,
         "n_layer": p.model.n_layer, "n_embd": p.model.n_embd, "n_head": p.model.n_head,
