@@ -83,10 +83,9 @@ def _describe(part) -> str:
 class OperandCompressor:
     """Runs a format's parts on one operand and collects the backward mask of each part."""
 
-    def __init__(self, fmt: Format, rule: GradRule, role: str):
+    def __init__(self, fmt: Format, rule: GradRule):
         self.fmt = fmt
         self.rule = rule
-        self.role = role
         self.part_rules = [self._part_rule(part) for part in fmt.parts]
         # the rule each part really uses, for the run record: "sparse0.5:b-rms", "int4:trust"
         self.effective = [f"{_describe(p)}:{r}" for p, r in zip(fmt.parts, self.part_rules)]
@@ -118,12 +117,10 @@ class OperandCompressor:
         # trust region against: their gradient passes straight through.
         return "ste"
 
-    @property
-    def is_identity(self) -> bool:
-        return self.fmt.is_identity
-
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x̂ with the masked straight-through gradient; x is already in the working domain."""
+        if self.fmt.is_identity:
+            return x
         with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
             xq, mask = self.compress(x.detach())
         return straight_through(x, xq, mask)
@@ -211,8 +208,8 @@ class CompressedLinear(nn.Linear):
         self.weight_format = _as_format(weight_format)
         self.activation_format = _as_format(activation_format)
         self.grad_rule = GradRule.parse(grad_rule)
-        self.w_comp = OperandCompressor(self.weight_format, self.grad_rule, "weight")
-        self.a_comp = OperandCompressor(self.activation_format, self.grad_rule, "activation")
+        self.w_comp = OperandCompressor(self.weight_format, self.grad_rule)
+        self.a_comp = OperandCompressor(self.activation_format, self.grad_rule)
         self.w_block = _block_for(self.weight_format, in_features, name)
         self.a_block = _block_for(self.activation_format, in_features, name)
         if self.w_block and self.a_block and self.w_block != self.a_block:

@@ -102,3 +102,12 @@ def test_load_runs_table(tmp_path, data):
 def test_amsgrad_option(data):
     r = train(_cfg(steps=3, optimizer="amsgrad"), data=data)
     assert r["status"] == "finished" and r["optimizer"] == "amsgrad"
+
+
+@pytest.mark.slow
+def test_compiled_run_matches_eager(data):
+    """torch.compile (minutes on CPU) computes the same run as eager mode, to float tolerance."""
+    kw = dict(steps=4, w_format="int4:had", a_format="int4:had")
+    eager = train(_cfg(**kw), data=data)
+    compiled = train(_cfg(compile=True, **kw), data=data)
+    assert compiled["loss"] == pytest.approx(eager["loss"], rel=1e-4)
