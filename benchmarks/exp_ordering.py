@@ -72,7 +72,7 @@ def table(args) -> str:
     from capscale.train import load_result
 
     lines = ["| representation | grad | seeds | val loss (mean ± sd) | per seed |", "|---|---|---|---|---|"]
-    for label, w, a, grad, seeds in CONFIGS:
+    for label, _w, _a, grad, seeds in CONFIGS:
         losses = []
         for s in seeds:
             r = load_result(run_dir(Path(args.root), label, s))
