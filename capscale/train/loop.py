@@ -22,6 +22,7 @@ from torch import nn
 
 import capscale
 from capscale.errors import CapscaleError
+from capscale.io import atomic_write_json
 from capscale.model.compressed_linear import BLOCK_LINEARS, compress_model, grad_rule_from_config
 from capscale.model.llama import Llama
 from capscale.train import records
@@ -189,7 +190,7 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
         run_dir.mkdir(parents=True, exist_ok=True)
         if (run_dir / records.METRICS).exists():
             (run_dir / records.METRICS).unlink()
-        records.atomic_write_json(run_dir / records.CONFIG, records._json_safe(record))
+        atomic_write_json(run_dir / records.CONFIG, records.json_safe(record))
     barrier(ctx)
 
     get_batch = data.train_batches(p.batch_size, cfg.seq_len, cfg.seed)

@@ -46,17 +46,17 @@ def load_result(run_dir: str | Path) -> dict | None:
 
 
 def write_result(run_dir: str | Path, result: dict) -> Path:
-    return atomic_write_json(Path(run_dir) / RESULT, _json_safe(result))
+    return atomic_write_json(Path(run_dir) / RESULT, json_safe(result))
 
 
-def _json_safe(obj):
+def json_safe(obj):
     """NaN/inf are not JSON: write them as null."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj
 
 
@@ -86,7 +86,7 @@ class MetricsLog:
         if not self.enabled:
             return
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(_json_safe(record)) + "\n")
+            f.write(json.dumps(json_safe(record)) + "\n")
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
