@@ -100,23 +100,18 @@ def build_model(cfg: TrainConfig, p: RunPlan) -> tuple[nn.Module, dict]:
 
 def format_info(w_format: str, a_format: str) -> dict:
     """Canonical specs, bits per value and Gaussian MSE of the two formats (the capacity
-    probe), for the run record."""
+    probe), for the run record. The dense operand ("none") counts as GMSE 0, 16 bits."""
+    from capscale.capacity import gmse
+
     out = {}
     for role, spec in (("w", w_format), ("a", a_format)):
         out[f"{role}_format"] = spec
-        out[f"gmse_{role}"] = 0.0 if spec == "none" else None
-        out[f"gmse_{role}_stderr"] = 0.0 if spec == "none" else None
-        out[f"bits_{role}"] = 16.0 if spec == "none" else None
         if spec == "none":
-            continue
-        try:
-            from capscale.capacity import gmse
-        except ImportError:  # pragma: no cover - only without the capacity layer
+            out.update({f"gmse_{role}": 0.0, f"gmse_{role}_stderr": 0.0, f"bits_{role}": 16.0})
             continue
         r = gmse(spec)
-        out[f"gmse_{role}"] = float(r.gmse)
-        out[f"gmse_{role}_stderr"] = float(r.stderr)
-        out[f"bits_{role}"] = float(r.bits_per_value)
+        out.update({f"gmse_{role}": float(r.gmse), f"gmse_{role}_stderr": float(r.stderr),
+                    f"bits_{role}": float(r.bits_per_value)})
     return out
 
 
@@ -142,6 +137,43 @@ def _evaluate(model: nn.Module, batches, ctx: Dist, autocast) -> float:
     return float(total[0] / total[1])
 
 
+def _accumulate_gradients(model, x_all, y_all, p: RunPlan, ctx: Dist, autocast) -> torch.Tensor:
+    """Forward and backward over this rank's micro-batches; returns the mean micro-batch loss.
+
+    Each micro-batch loss is a mean over its tokens and is scaled by 1/accum_steps; DDP averages
+    over ranks; equal micro-batches make the result the mean over the whole global batch.
+    """
+    loss_sum = torch.zeros((), device=ctx.device)
+    for j in range(p.accum_steps):
+        rows = slice(j * p.micro_batch, (j + 1) * p.micro_batch)
+        xb = x_all[rows].to(ctx.device, non_blocking=True)
+        yb = y_all[rows].to(ctx.device, non_blocking=True)
+        last = j == p.accum_steps - 1
+        sync = contextlib.nullcontext() if last or not ctx.enabled else model.no_sync()
+        with sync:
+            with autocast():
+                loss = model(xb, yb)
+            (loss / p.accum_steps).backward()
+        loss_sum += loss.detach().float()
+    return loss_sum / p.accum_steps
+
+
+def _write_run_header(run_dir: Path, cfg: TrainConfig, p: RunPlan, info: dict, compression: dict,
+                      data: RunData, ctx: Dist, compute_dtype: str) -> None:
+    record = {
+        "config": cfg.to_dict(), "plan": p.to_dict(), "formats": info,
+        "compression": compression, "data": data.info,
+        "environment": {"capscale": capscale.__version__, "torch": torch.__version__,
+                        "python": platform.python_version(), "device": str(ctx.device),
+                        "world_size": ctx.world_size, "compute_dtype": compute_dtype,
+                        "threads": torch.get_num_threads()},
+        "command": sys.argv,
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / records.METRICS).unlink(missing_ok=True)
+    atomic_write_json(run_dir / records.CONFIG, records.json_safe(record))
+
+
 def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> dict:
     cfg, resuming = resolve_resume(cfg, resume)
     run_dir = Path(cfg.out) if cfg.out else None
@@ -154,74 +186,70 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
     p = plan(cfg, data.vocab_size, ctx.world_size, ctx.device.type)
     autocast, compute_dtype = _autocast(cfg, ctx.device)
 
-    raw, formats = build_model(cfg, p)
-    if raw.non_embedding_params() != p.n_params:  # the model and its closed-form count agree
+    raw, compression = build_model(cfg, p)
+    if raw.non_embedding_params() != p.n_params:  # the module and the closed form agree
         raise AssertionError("non-embedding parameter count mismatch")
     raw.to(ctx.device)
     optimizer = build_optimizer(raw, cfg, p.lr)
     model: nn.Module = raw
     if ctx.enabled:
         model = nn.parallel.DistributedDataParallel(
-            raw, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
-        )
+            raw, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     if cfg.compile:
         model = torch.compile(model)
 
+    # a fresh run writes its header; a resumed one restores its checkpoint and drops the
+    # metrics written after it
     state = TrainState()
     metrics = records.MetricsLog(run_dir / records.METRICS if run_dir else Path(os.devnull),
                                  enabled=ctx.is_main and run_dir is not None)
+    info = format_info(compression["w_format"], compression["a_format"]) if ctx.is_main else {}
     ckpt = latest_checkpoint(run_dir) if (run_dir is not None and resuming) else None
-    info = format_info(formats["w_format"], formats["a_format"]) if ctx.is_main else {}
     if ckpt is not None:
         state = load_checkpoint(ckpt, raw, optimizer, ctx)
         metrics.truncate_after(state.step)
     elif resuming:  # killed before its first checkpoint: start over in the same folder
         metrics.truncate_after(0)
     elif run_dir is not None and ctx.is_main:
-        record = {
-            "config": cfg.to_dict(), "plan": p.to_dict(), "formats": info,
-            "compression": formats, "data": data.info,
-            "environment": {"capscale": capscale.__version__, "torch": torch.__version__,
-                            "python": platform.python_version(), "device": str(ctx.device),
-                            "world_size": ctx.world_size, "compute_dtype": compute_dtype,
-                            "threads": torch.get_num_threads()},
-            "command": sys.argv,
-        }
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if (run_dir / records.METRICS).exists():
-            (run_dir / records.METRICS).unlink()
-        atomic_write_json(run_dir / records.CONFIG, records.json_safe(record))
+        _write_run_header(run_dir, cfg, p, info, compression, data, ctx, compute_dtype)
     barrier(ctx)
 
     get_batch = data.train_batches(p.batch_size, cfg.seq_len, cfg.seed)
     val_windows = list(data.val_batches(p.micro_batch, cfg.seq_len, cfg.val_tokens))
     per_rank = p.batch_size // ctx.world_size
-    lo = ctx.rank * per_rank
+    mine = slice(ctx.rank * per_rank, (ctx.rank + 1) * per_rank)
     params = [q for q in raw.parameters() if q.requires_grad]
-
     monitor = Monitor(
         p.steps, state.step, enabled=ctx.is_main, progress=cfg.progress,
         tensorboard_dir=str(run_dir / "tensorboard") if (cfg.tensorboard and run_dir) else None,
         wandb_project=cfg.wandb_project, wandb_config={"config": cfg.to_dict(), **info},
-        run_name=run_dir.name if run_dir else None,
-    )
-    if ctx.is_main:
-        monitor.write(
-            f"model {cfg.size or 'custom'}: N={p.n_params:,} non-embedding parameters, "
-            f"{p.steps} steps x {cfg.batch_tokens:,} tokens = D {p.tokens:,} "
-            f"({p.tokens / p.n_params:.1f} tokens/param), lr {p.lr:g}, "
-            f"w={formats['w_format']} a={formats['a_format']}, {ctx.world_size} process(es) on "
-            f"{ctx.device}, {compute_dtype}"
-        )
+        run_name=run_dir.name if run_dir else None)
+    monitor.write(
+        f"model {cfg.size or 'custom'}: N={p.n_params:,} non-embedding parameters, "
+        f"{p.steps} steps x {cfg.batch_tokens:,} tokens = D {p.tokens:,} "
+        f"({p.tokens / p.n_params:.1f} tokens/param), lr {p.lr:g}, "
+        f"w={compression['w_format']} a={compression['a_format']}, {ctx.world_size} "
+        f"process(es) on {ctx.device}, {compute_dtype}")
 
     start_wall = time.perf_counter()
-    train_time = 0.0
-    trained_tokens = 0
+
+    def elapsed() -> float:
+        return state.elapsed_s + time.perf_counter() - start_wall
+
+    train_time, trained_tokens = 0.0, 0
     window = {"loss": 0.0, "n": 0, "tokens": 0, "time": 0.0}
-    last_val = None
-    status = "finished"
-    diverged_at = None
-    last_loss = float("nan")
+    status, diverged_at, last_loss = "finished", None, float("nan")
+    last_val, last_val_step = None, None
+
+    def validate() -> float:
+        nonlocal last_val, last_val_step
+        last_val, last_val_step = _evaluate(raw, val_windows, ctx, autocast), state.step
+        metrics.write({"kind": "val", "step": state.step, "tokens": state.tokens,
+                       "val_loss": last_val, "elapsed_s": elapsed()})
+        monitor.log(state.step, {"val/loss": last_val})
+        monitor.write(f"step {state.step}/{p.steps}: val loss {last_val:.4f}")
+        return last_val
+
     model.train()
     try:
         for step in range(state.step, p.steps):
@@ -231,99 +259,67 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x_all, y_all = get_batch(step)
-            x_all = torch.as_tensor(x_all[lo:lo + per_rank])
-            y_all = torch.as_tensor(y_all[lo:lo + per_rank])
-            loss_sum = torch.zeros((), device=ctx.device)
-            for j in range(p.accum_steps):
-                sl = slice(j * p.micro_batch, (j + 1) * p.micro_batch)
-                xb = x_all[sl].to(ctx.device, non_blocking=True)
-                yb = y_all[sl].to(ctx.device, non_blocking=True)
-                sync = (model.no_sync() if ctx.enabled and j < p.accum_steps - 1
-                        and hasattr(model, "no_sync") else contextlib.nullcontext())
-                with sync:
-                    with autocast():
-                        loss = model(xb, yb)
-                    (loss / p.accum_steps).backward()
-                loss_sum += loss.detach().float()
+            loss = _accumulate_gradients(model, torch.as_tensor(x_all[mine]),
+                                         torch.as_tensor(y_all[mine]), p, ctx, autocast)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            check = torch.stack([loss_sum / p.accum_steps, grad_norm.float().to(ctx.device)])
-            all_reduce_sum(check, ctx)
-            step_loss, norm = (check / ctx.world_size).tolist()
+            check = torch.stack([loss, grad_norm.float().to(ctx.device)])
+            step_loss, norm = (all_reduce_sum(check, ctx) / ctx.world_size).tolist()
             if not (math.isfinite(step_loss) and math.isfinite(norm)):
                 status, diverged_at, last_loss = "diverged", step + 1, step_loss
                 monitor.write(f"step {step + 1}: loss {step_loss}, gradient norm {norm}: diverged")
                 break
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+
             dt = time.perf_counter() - t0
             train_time += dt
             trained_tokens += cfg.batch_tokens
-            state.step = step + 1
-            state.tokens += cfg.batch_tokens
-            last_loss = step_loss
-            window["loss"] += step_loss
-            window["n"] += 1
-            window["tokens"] += cfg.batch_tokens
-            window["time"] += dt
+            state.step, state.tokens, last_loss = step + 1, state.tokens + cfg.batch_tokens, step_loss
+            for key, value in (("loss", step_loss), ("n", 1), ("tokens", cfg.batch_tokens), ("time", dt)):
+                window[key] += value
             tps = window["tokens"] / max(window["time"], 1e-9)
             monitor.step(state.step, loss=step_loss, tok_s=round(tps), lr=lr)
-            if state.step % cfg.log_every == 0 or state.step == p.steps or state.step == 1:
+            if state.step % cfg.log_every == 0 or state.step in (1, p.steps):
                 rec = {"kind": "train", "step": state.step, "tokens": state.tokens,
                        "loss": window["loss"] / window["n"], "lr": lr, "grad_norm": norm,
-                       "tokens_per_s": tps,
-                       "elapsed_s": state.elapsed_s + time.perf_counter() - start_wall}
+                       "tokens_per_s": tps, "elapsed_s": elapsed()}
                 metrics.write(rec)
                 monitor.log(state.step, {f"train/{k}": v for k, v in rec.items()
                                          if k not in ("kind", "step")})
-                window = {"loss": 0.0, "n": 0, "tokens": 0, "time": 0.0}
+                window = dict.fromkeys(window, 0.0)
             if state.step % p.eval_every == 0 or state.step == p.steps:
-                last_val = _evaluate(raw, val_windows, ctx, autocast)
-                if not math.isfinite(last_val):
+                if not math.isfinite(validate()):
                     status, diverged_at = "diverged", state.step
-                    monitor.write(f"step {state.step}: validation loss {last_val}: diverged")
                     break
-                rec = {"kind": "val", "step": state.step, "tokens": state.tokens,
-                       "val_loss": last_val,
-                       "elapsed_s": state.elapsed_s + time.perf_counter() - start_wall}
-                metrics.write(rec)
-                monitor.log(state.step, {"val/loss": last_val})
-                monitor.write(f"step {state.step}/{p.steps}: val loss {last_val:.4f}")
             if run_dir is not None and (state.step % p.ckpt_every == 0 or state.step == p.steps):
-                state_now = TrainState(state.step, state.tokens,
-                                       state.elapsed_s + time.perf_counter() - start_wall,
-                                       {"step": state.step, "seed": cfg.seed})
-                save_checkpoint(run_dir, raw, optimizer, state_now, ctx, cfg.keep_checkpoints)
+                saved = TrainState(state.step, state.tokens, elapsed(),
+                                   {"step": state.step, "seed": cfg.seed})
+                save_checkpoint(run_dir, raw, optimizer, saved, ctx, cfg.keep_checkpoints)
+        if status == "finished" and last_val_step != p.steps:
+            validate()  # resumed from the final checkpoint, before the result was written
     finally:
         monitor.close()
 
-    wall = state.elapsed_s + time.perf_counter() - start_wall
     result = {
-        "status": status,
-        "N": p.n_params,
-        "D": state.tokens,
+        "status": status, "N": p.n_params, "D": state.tokens,
         "loss": last_val if status == "finished" else None,
-        **{k: v for k, v in info.items()},
-        "w_format": formats["w_format"],
-        "a_format": formats["a_format"],
-        "grad_rule": cfg.grad if formats["w_format"] != "none" or formats["a_format"] != "none" else "none",
+        **info,
+        "w_format": compression["w_format"], "a_format": compression["a_format"],
+        "grad_rule": cfg.grad if compression["layers"] else "none",
         # the rule each part of each format really used, e.g. "sparse0.5:b-rms,int4:trust"
-        "w_rules": ",".join(formats.get("effective_rules", {}).get("weight", [])) or None,
-        "a_rules": ",".join(formats.get("effective_rules", {}).get("activation", [])) or None,
-        "seed": cfg.seed,
-        "size": cfg.size if cfg.n_layer is None else None,
+        "w_rules": ",".join(compression["effective_rules"].get("weight", [])) or None,
+        "a_rules": ",".join(compression["effective_rules"].get("activation", [])) or None,
+        "seed": cfg.seed, "size": cfg.size if cfg.n_layer is None else None,
         "n_layer": p.model.n_layer, "n_embd": p.model.n_embd, "n_head": p.model.n_head,
         "vocab_size": p.model.vocab_size, "seq_len": cfg.seq_len,
         "batch_tokens": cfg.batch_tokens, "steps": p.steps, "lr": p.lr,
-        "optimizer": cfg.optimizer,
-        "tokens_per_param": state.tokens / p.n_params,
-        "final_train_loss": last_loss,
-        "diverged_at_step": diverged_at,
+        "optimizer": cfg.optimizer, "tokens_per_param": state.tokens / p.n_params,
+        "final_train_loss": last_loss, "diverged_at_step": diverged_at,
         "tokens_per_s": trained_tokens / train_time if train_time > 0 else None,
-        "wall_time_s": wall,
+        "wall_time_s": elapsed(),
         "device": ctx.device.type, "world_size": ctx.world_size, "dtype": compute_dtype,
         "data": data.info.get("data"), "tokenizer": data.info.get("tokenizer"),
-        "data_key": data.info.get("data_key"),
-        "capscale_version": capscale.__version__,
+        "data_key": data.info.get("data_key"), "capscale_version": capscale.__version__,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if run_dir is not None and ctx.is_main:

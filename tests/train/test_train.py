@@ -67,6 +67,10 @@ def test_existing_folder_needs_resume_and_finished_runs_return(tmp_path, data):
     with pytest.raises(CapscaleError, match="--resume"):
         train(cfg, data=data)
     assert train(cfg, data=data, resume=True) == first
+    # killed after its final checkpoint but before the result: resuming only validates
+    (tmp_path / "run" / "result.json").unlink()
+    again = train(cfg, data=data, resume=True)
+    assert again["loss"] == first["loss"] and again["D"] == first["D"]
     with pytest.raises(CapscaleError, match="--out"):
         train(_cfg(steps=2), data=data, resume=True)
 
