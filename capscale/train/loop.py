@@ -36,6 +36,7 @@ from capscale.train.config import RunPlan, TrainConfig, plan
 from capscale.train.data import RunData, open_run_data
 from capscale.train.distributed import Dist, all_reduce_sum, barrier, setup, teardown
 from capscale.train.monitor import Monitor
+from capscale.train.monitor import check_available as check_loggers
 from capscale.train.optim import build_optimizer
 from capscale.train.schedule import lr_at
 
@@ -176,6 +177,7 @@ def _write_run_header(run_dir: Path, cfg: TrainConfig, p: RunPlan, info: dict, c
 
 def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> dict:
     cfg, resuming = resolve_resume(cfg, resume)
+    check_loggers(cfg.tensorboard and cfg.out is not None, cfg.wandb_project)
     run_dir = Path(cfg.out) if cfg.out else None
     if run_dir is not None and resuming:
         done = records.load_result(run_dir)

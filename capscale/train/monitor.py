@@ -11,6 +11,16 @@ import sys
 from capscale.errors import CapscaleError
 
 
+def check_available(tensorboard: bool, wandb_project: str | None) -> None:
+    """Fail before a run starts, not after its folder is written, when a logger is missing."""
+    import importlib.util
+
+    if tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise CapscaleError("--tensorboard needs the tensorboard package: pip install tensorboard")
+    if wandb_project and importlib.util.find_spec("wandb") is None:
+        raise CapscaleError("--wandb needs the wandb package: pip install wandb")
+
+
 class Monitor:
     def __init__(
         self,

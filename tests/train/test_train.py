@@ -115,3 +115,19 @@ def test_compiled_run_matches_eager(data):
     eager = train(_cfg(**kw), data=data)
     compiled = train(_cfg(compile=True, **kw), data=data)
     assert compiled["loss"] == pytest.approx(eager["loss"], rel=1e-4)
+
+
+def test_optional_loggers(tmp_path, data):
+    import importlib.util
+
+    cfg = _cfg(tmp_path / "tb", steps=2, tensorboard=True)
+    if importlib.util.find_spec("tensorboard") is None:
+        with pytest.raises(CapscaleError, match="pip install tensorboard"):
+            train(cfg, data=data)
+        assert not (tmp_path / "tb").exists()  # refused before the run folder was written
+    else:
+        train(cfg, data=data)
+        assert any((tmp_path / "tb" / "tensorboard").iterdir())
+    if importlib.util.find_spec("wandb") is None:
+        with pytest.raises(CapscaleError, match="pip install wandb"):
+            train(_cfg(steps=2, wandb_project="capscale-test"), data=data)
