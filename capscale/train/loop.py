@@ -100,13 +100,15 @@ def build_model(cfg: TrainConfig, p: RunPlan) -> tuple[nn.Module, dict]:
 
 
 def format_info(w_format: str, a_format: str) -> dict:
-    """Canonical specs, bits per value and Gaussian MSE of the two formats (the capacity
-    probe), for the run record. The dense operand ("none") counts as GMSE 0, 16 bits."""
+    """Canonical specs, kinds, bits per value and Gaussian MSE of the two formats (the
+    capacity probe), for the run record. The dense operand ("none") counts as GMSE 0, 16 bits."""
     from capscale.capacity import gmse
+    from capscale.formats import parse_format
 
     out = {}
     for role, spec in (("w", w_format), ("a", a_format)):
         out[f"{role}_format"] = spec
+        out[f"kind_{role}"] = parse_format(spec).kind  # the compression type, for the laws
         if spec == "none":
             out.update({f"gmse_{role}": 0.0, f"gmse_{role}_stderr": 0.0, f"bits_{role}": 16.0})
             continue
