@@ -94,8 +94,8 @@ def main() -> None:
     p.add_argument("--data", default="builtin:wiki")
     p.add_argument("--tokenizer", default="train:spm:4096")
     p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--batch-tokens", type=int, default=16384)
-    p.add_argument("--tokens", type=int, default=2_000_000)
+    p.add_argument("--batch-tokens", type=int, default=4096)
+    p.add_argument("--tokens", type=int, default=3_000_000)
     p.add_argument("--table-only", action="store_true")
     args = p.parse_args()
     if not args.table_only:
