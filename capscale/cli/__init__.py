@@ -19,6 +19,9 @@ from capscale.errors import CapscaleError
 COMMANDS = {
     "formats": "formats",
     "gmse": "gmse",
+    "fit": "fit",
+    "predict": "predict",
+    "compare": "compare",
 }
 
 

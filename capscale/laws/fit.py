@@ -106,7 +106,7 @@ class FitResult:
             lps = np.exp(self.law.log_predict(self.samples, X))
             lo, hi = _percentiles(lps, level, axis=0)
             out["loss_lo"], out["loss_hi"] = lo, hi
-        if hasattr(self.law, "eff"):
+        if self.law.has_eff:
             out["eff"] = self.law.eff(self.theta[None, :], X)[0]
             if self.samples is not None and len(self.samples):
                 lo, hi = _percentiles(self.law.eff(self.samples, X), level, axis=0)
@@ -283,15 +283,15 @@ def fit_law(runs: pd.DataFrame | str | os.PathLike, law: str = "chinchilla", *,
         "spread": spread,
     }
     result = FitResult(the_law, ms.theta, samples, info)
-    warnings = _term_warnings(the_law, ms.theta, X)
+    warnings, dead = _term_warnings(the_law, ms.theta, X)
     lo = hi = None
     if samples is not None:
         nat = the_law.to_natural(samples)
         lo, hi = _percentiles(nat, level)
         info["intervals"] = nest_params(the_law.natural_names,
                                         [[float(a), float(b)] for a, b in zip(lo, hi)])
-        warnings += _interval_warnings(the_law, natural, lo, hi)
-    warnings += _search_warnings(the_law, ms, spread, lo, hi)
+        warnings += _interval_warnings(the_law, natural, lo, hi, skip=dead)
+    warnings += _search_warnings(the_law, ms, spread, lo, hi, skip=dead)
     info["derived_eff"] = _derived_eff(result, df)
     if info["derived_eff"]:
         eff = {k: v[0] for k, v in info["derived_eff"].items()}
@@ -325,7 +325,7 @@ def _derived_eff(result: FitResult, df: pd.DataFrame) -> dict:
     """Multiplier of every representation in the table (value, lo, hi); for decoupled fits the
     dense reference shows as exactly 1."""
     law = result.law
-    if not hasattr(law, "eff") or law.name in ("chinchilla", "sparsity"):
+    if not law.has_eff or law.name == "sparsity":
         return {}
     key_cols = getattr(law, "key_columns", None)
     try:
@@ -355,7 +355,7 @@ def _start_spread(law: Law, ms) -> dict:
             "near_best_ranges": ranges}
 
 
-def _search_warnings(law: Law, ms, spread: dict, lo=None, hi=None) -> list[str]:
+def _search_warnings(law: Law, ms, spread: dict, lo=None, hi=None, skip=()) -> list[str]:
     """A flat or multi-modal optimum is a warning in the output, not a secret.
 
     Flat: the best starts disagree on a parameter by more than half of its bootstrap
@@ -364,6 +364,8 @@ def _search_warnings(law: Law, ms, spread: dict, lo=None, hi=None) -> list[str]:
     out = []
     best = law.to_natural(ms.theta)
     for j, name in enumerate(law.natural_names):
+        if j in skip:
+            continue
         a, b = spread["near_best_ranges"][name]
         width = (hi[j] - lo[j]) if lo is not None else 0.1 * abs(best[j])
         if b - a > 0.5 * max(width, 1e-12):
@@ -377,6 +379,7 @@ def _search_warnings(law: Law, ms, spread: dict, lo=None, hi=None) -> list[str]:
             outside = (other < lo) | (other > hi)
         else:
             outside = np.abs(other - best) > 0.05 * np.maximum(np.abs(best), 1e-12)
+        outside[list(skip)] = False
         if outside.any():
             j = int(np.flatnonzero(outside)[0])
             out.append(f"multi-modal: another optimum within {100 * (f[i] / ms.value - 1):.2g}% "
@@ -386,9 +389,10 @@ def _search_warnings(law: Law, ms, spread: dict, lo=None, hi=None) -> list[str]:
     return out
 
 
-def _interval_warnings(law: Law, best: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> list[str]:
+def _interval_warnings(law: Law, best: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                       skip=()) -> list[str]:
     out = []
-    for j in sorted(law.log_params):
+    for j in sorted(set(law.log_params) - set(skip)):
         name = law.natural_names[j]
         if lo[j] > 0 and hi[j] / lo[j] > 100:
             out.append(f"{name} is not identified by these runs: its interval spans "
@@ -396,18 +400,21 @@ def _interval_warnings(law: Law, best: np.ndarray, lo: np.ndarray, hi: np.ndarra
     return out
 
 
-def _term_warnings(law: Law, theta: np.ndarray, X) -> list[str]:
-    """A term that is negligible for every run leaves its parameters unidentified."""
+def _term_warnings(law: Law, theta: np.ndarray, X) -> tuple[list[str], set[int]]:
+    """A term that is negligible for every run leaves its parameters unidentified; returns
+    the warnings and the indices of those parameters (so that other checks skip them)."""
     T = [np.broadcast_to(t, (1, X.n))[0] for t in law.terms(theta[None, :], X)]
     lp = np.logaddexp.reduce(np.stack(T), axis=0)
-    out = []
+    out, dead = [], set()
     for k, t in enumerate(T):
         share = float(np.exp(t - lp).max())
         if share < 1e-3:
             label = law.term_labels[k] if k < len(law.term_labels) else f"term {k}"
             out.append(f"the term {label} is below {share:.1e} of the loss for every run: these "
                        "runs do not identify its parameters (their intervals mean nothing)")
-    return out
+            if k < len(law.term_params):
+                dead |= set(law.term_params[k])
+    return out, dead
 
 
 # ---------------------------------------------------------------- bootstrap
@@ -415,7 +422,7 @@ def _term_warnings(law: Law, theta: np.ndarray, X) -> list[str]:
 
 def bootstrap(law: Law, X, loss: np.ndarray, ms, *, n: int = 1000, seed: int = 0,
               delta: float = 1e-3, space: str = "log", n_jobs: int | None = None,
-              progress: bool = False, max_starts_per_resample: int = 3) -> np.ndarray:
+              progress: bool = False, max_starts_per_resample: int = 2) -> np.ndarray:
     """Refit the law to ``n`` resamples of the runs (drawn with replacement) and return the
     fitted parameter vectors (n, P). Each resample starts from the few best distinct optima
     of the full fit; all resamples of a worker are solved as one batched L-BFGS problem."""
@@ -462,7 +469,7 @@ def _bootstrap_chunk(law, X, loss, weights, starts, delta, space) -> np.ndarray:
     x0 = np.tile(starts, (B, 1))
     rows = np.repeat(np.arange(B), k)
     with single_threaded_blas():
-        res = batched_lbfgs(obj, x0, rows, maxiter=1000, ftol=1e-12)
+        res = batched_lbfgs(obj, x0, rows, maxiter=500, ftol=1e-10)
     f = res.f.reshape(B, k)
     best = np.argmin(np.where(np.isfinite(f), f, np.inf), axis=1)
     return res.x.reshape(B, k, -1)[np.arange(B), best]

@@ -12,6 +12,12 @@ fitted as logs, so ``A·N^(−α)`` is the term ``log A − α·log N``. A law g
   starting points, a readable formula, and ``spec()`` / :func:`law_from_spec` to rebuild
   the law (with what it learnt from the table: formats, groups) from a saved fit.
 
+The fitted coordinates are centred: a term ``A·N^(−α)`` is evaluated as
+``a − α·(log N − c_N)`` with c_N the mean log N of the fitted table, so ``a = log A − α·c_N``
+is the log of the term at a typical size. Uncentred, log A and α are almost collinear (log N
+is around 20), and L-BFGS crawls along that valley; centred, they are nearly independent.
+Reported parameters are always the natural ones (A, α, ...).
+
 A law is bound to a runs table by :func:`make_law`, which reads from the table what the law
 needs (which formats exist, which compression types, which columns hold bits) and checks
 that the table can identify the law's parameters.
@@ -38,8 +44,8 @@ class Design:
     """The arrays a law reads from a runs table (float64)."""
 
     n: int
-    logN: np.ndarray
-    logD: np.ndarray
+    xN: np.ndarray  # log N − c_N
+    xD: np.ndarray  # log D − c_D
     extra: dict
 
 
@@ -70,18 +76,33 @@ class Law:
     formula = ""
     reference = ""
     term_labels: list[str] = []
+    term_params: list[list[int]] = []  # natural parameters each term carries
+    has_eff = False  # whether the law has an effective-parameter multiplier per run
     param_names: list[str]
     natural_names: list[str]
     log_params: set[int]  # indices fitted as logs of positive natural parameters
+    # log-coefficient index -> (exponent index, "N" or "D"): natural log coefficient is
+    # theta[j] + theta[k]·c (the centring, see the module docstring)
+    couplings: dict[int, tuple[int, str]] = {}
+    centers: tuple[float, float] = (0.0, 0.0)
 
     @property
     def n_params(self) -> int:
         return len(self.param_names)
 
+    def set_centers(self, df: pd.DataFrame) -> None:
+        """Centre log N and log D on the table the law is fitted to."""
+        self.centers = (float(np.mean(np.log(df["N"].to_numpy(dtype=np.float64)))),
+                        float(np.mean(np.log(df["D"].to_numpy(dtype=np.float64)))))
+
     def design(self, df: pd.DataFrame) -> Design:
         N = df["N"].to_numpy(dtype=np.float64)
         D = df["D"].to_numpy(dtype=np.float64)
-        return Design(n=len(df), logN=np.log(N), logD=np.log(D), extra={})
+        cN, cD = self.centers
+        return Design(n=len(df), xN=np.log(N) - cN, xD=np.log(D) - cD, extra={})
+
+    def _center(self, which: str) -> float:
+        return self.centers[0] if which == "N" else self.centers[1]
 
     def terms(self, theta: np.ndarray, X: Design) -> list[np.ndarray]:
         raise NotImplementedError
@@ -92,8 +113,11 @@ class Law:
     def to_natural(self, theta: np.ndarray) -> np.ndarray:
         theta = np.asarray(theta, dtype=np.float64)
         out = theta.copy()
+        for j, (k, which) in self.couplings.items():
+            out[..., j] = theta[..., j] + theta[..., k] * self._center(which)
         idx = sorted(self.log_params)
-        out[..., idx] = np.exp(theta[..., idx])
+        with np.errstate(over="ignore"):
+            out[..., idx] = np.exp(out[..., idx])
         return out
 
     def from_natural(self, natural: np.ndarray) -> np.ndarray:
@@ -102,6 +126,16 @@ class Law:
         idx = sorted(self.log_params)
         with np.errstate(divide="ignore"):
             out[..., idx] = np.log(natural[..., idx])
+        for j, (k, which) in self.couplings.items():
+            out[..., j] = out[..., j] - natural[..., k] * self._center(which)
+        return out
+
+    def from_log_natural(self, grid: np.ndarray) -> np.ndarray:
+        """Starting points given as natural parameters with logs of the positive ones (the
+        Chinchilla grid's coordinates) -> fitted coordinates."""
+        out = np.array(grid, dtype=np.float64)
+        for j, (k, which) in self.couplings.items():
+            out[..., j] = grid[..., j] - grid[..., k] * self._center(which)
         return out
 
     def start_grid(self, max_starts: int | None = None) -> np.ndarray:
@@ -123,7 +157,7 @@ class Law:
         return np.logaddexp.reduce(np.stack(T), axis=0)
 
     def spec(self) -> dict:
-        return {"name": self.name}
+        return {"name": self.name, "centers": list(self.centers)}
 
     def describe_params(self, natural: np.ndarray) -> dict:
         """Natural parameters as a nested dict for JSON (``eff[k]`` -> ``{"eff": {k: v}}``)."""
@@ -161,6 +195,7 @@ class ChinchillaLaw(Law):
     formula = "L = A·N^(−α) + B·D^(−β) + E"
     reference = "Hoffmann et al. 2022 (arXiv 2203.15556), Approach 3"
     term_labels = ["A·(N·eff)^(−α)", "B·D^(−β)", "E"]
+    term_params = [[0, 1], [2, 3], [4]]
     base_names = ["log_A", "alpha", "log_B", "beta", "log_E"]
     base_natural = ["A", "alpha", "B", "beta", "E"]
 
@@ -168,6 +203,7 @@ class ChinchillaLaw(Law):
         self.param_names = self.base_names + self.extra_names()
         self.natural_names = self.base_natural + self.extra_natural()
         self.log_params = {0, 2, 4} | {5 + i for i in self.extra_log_indices()}
+        self.couplings = {0: (1, "N"), 2: (3, "D")}
 
     # subclasses describe their multiplier eff through these
     def extra_names(self) -> list[str]:
@@ -191,9 +227,9 @@ class ChinchillaLaw(Law):
 
     def terms(self, theta, X):
         le = self.log_eff(theta[:, 5:], X)
-        x = X.logN[None, :] + le
+        x = X.xN[None, :] + le
         t1 = theta[:, 0:1] - theta[:, 1:2] * x
-        t2 = theta[:, 2:3] - theta[:, 3:4] * X.logD[None, :]
+        t2 = theta[:, 2:3] - theta[:, 3:4] * X.xD[None, :]
         t3 = theta[:, 4:5]
         return [t1, t2, t3]
 
@@ -201,9 +237,9 @@ class ChinchillaLaw(Law):
         W1, W2, W3 = W
         g = np.empty_like(theta)
         g[:, 0] = W1.sum(1)
-        g[:, 1] = -(W1 @ X.logN)
+        g[:, 1] = -(W1 @ X.xN)
         g[:, 2] = W2.sum(1)
-        g[:, 3] = -(W2 @ X.logD)
+        g[:, 3] = -(W2 @ X.xD)
         g[:, 4] = W3.sum(1)
         if theta.shape[1] > 5:
             le = self.log_eff(theta[:, 5:], X)
@@ -214,9 +250,9 @@ class ChinchillaLaw(Law):
     def start_grid(self, max_starts=None):
         base = _chinchilla_grid()
         extra = self.extra_grid()
-        if extra.shape[1] == 0:
-            return base
-        return _product_grid(base, extra, max_starts or 2 * len(base))
+        if extra.shape[1]:
+            base = _product_grid(base, extra, max_starts or 2 * len(base))
+        return self.from_log_natural(base)
 
     def eff(self, theta: np.ndarray, X: Design) -> np.ndarray:
         """Effective-parameter multiplier per run, (S, n)."""
@@ -229,6 +265,7 @@ class DecoupledLaw(ChinchillaLaw):
     and eff = 1 for the uncompressed one (Frantar et al. 2025, arXiv 2502.16440; QuEST,
     arXiv 2502.05003)."""
 
+    has_eff = True
     name = "decoupled"
     formula = "L = A·(N·eff_f)^(−α) + B·D^(−β) + E,  eff_dense = 1"
     reference = "Frantar et al. 2025 (arXiv 2502.16440)"
@@ -293,7 +330,7 @@ class DecoupledLaw(ChinchillaLaw):
         return w @ X.extra["onehot"]
 
     def spec(self):
-        return {"name": self.name, "keys": self.keys, "reference_keys": self.reference_keys,
+        return {**super().spec(), "keys": self.keys, "reference_keys": self.reference_keys,
                 "key_columns": self.key_columns}
 
 
@@ -316,6 +353,7 @@ class UnifiedLaw(ChinchillaLaw):
     uses one curve for everything, and ``"KIND=GROUP,..."`` merges types.
     """
 
+    has_eff = True
     name = "unified"
     formula = "L = A·(N·ρ)^(−α) + B·D^(−β) + E,  ρ = Π_parts L_g·tanh(F_g·log_{1/4} GMSE)^C_g"
     reference = "Panferov et al. 2025 (arXiv 2506.01863)"
@@ -466,8 +504,9 @@ class UnifiedLaw(ChinchillaLaw):
         return np.concatenate(parts, axis=1)
 
     def spec(self):
-        return {"name": self.name, "groups": self.groups, "capacity_groups": self.capacity_groups,
-                "split_composed": self.split_composed, "fix_L": self.fix_L}
+        return {**super().spec(), "groups": self.groups,
+                "capacity_groups": self.capacity_groups, "split_composed": self.split_composed,
+                "fix_L": self.fix_L}
 
     def check_identifiable(self, df):
         super().check_identifiable(df)
@@ -506,6 +545,7 @@ class PrecisionLaw(ChinchillaLaw):
     L = A·N_eff^(−α) + B·D^(−β) + E with N_eff = N·Π_i (1 − e^(−P_i/γ_i)) over the
     compressed operands i (weights, activations), P_i their bits."""
 
+    has_eff = True
     name = "precision"
     formula = "L = A·N_eff^(−α) + B·D^(−β) + E,  N_eff = N·Π_i (1 − exp(−P_i/γ_i))"
     reference = "Kumar et al. 2024 (arXiv 2411.04330)"
@@ -551,7 +591,7 @@ class PrecisionLaw(ChinchillaLaw):
         return (w[:, None, :] * d).sum(2)
 
     def spec(self):
-        return {"name": self.name, "parts": self.parts}
+        return {**super().spec(), "parts": self.parts}
 
     def check_identifiable(self, df):
         super().check_identifiable(df)
@@ -574,32 +614,40 @@ class SparsityLaw(Law):
     formula = "L = (a·(1−S)^b + c)·N^(−d) + e·D^(−f) + g"
     reference = "Frantar et al. 2023 (arXiv 2309.08520)"
     term_labels = ["a·(1−S)^b·N^(−d)", "c·N^(−d)", "e·D^(−f)", "g"]
+    term_params = [[0, 1], [2], [4, 5], [6]]
+    has_eff = True
 
     def __init__(self) -> None:
         self.param_names = ["log_a", "b", "log_c", "d", "log_e", "f", "log_g"]
         self.natural_names = ["a", "b", "c", "d", "e", "f", "g"]
         self.log_params = {0, 2, 4, 6}
+        self.couplings = {0: (3, "N"), 2: (3, "N"), 4: (5, "D")}
 
-    def design(self, df):
+    @staticmethod
+    def _sparsity(df) -> np.ndarray:
         if "sparsity" not in df.columns:
             raise CapscaleError(
                 f"law 'sparsity' needs a 'sparsity' column (S in [0, 1)); the table has {list(df.columns)}"
             )
-        X = super().design(df)
         S = pd.to_numeric(df["sparsity"], errors="coerce").to_numpy(dtype=np.float64)
         if not np.all((S >= 0) & (S < 1)):
             i = int(np.flatnonzero(~((S >= 0) & (S < 1)))[0])
             raise CapscaleError(f"sparsity must lie in [0, 1); row {i} has {S[i]!r}")
+        return S
+
+    def design(self, df):
+        S = self._sparsity(df)
+        X = super().design(df)
         X.extra["log1mS"] = np.log1p(-S)
         return X
 
     def terms(self, theta, X):
         ls = X.extra["log1mS"][None, :]
-        lN = X.logN[None, :]
+        lN = X.xN[None, :]
         d = theta[:, 3:4]
         return [theta[:, 0:1] + theta[:, 1:2] * ls - d * lN,
                 theta[:, 2:3] - d * lN,
-                theta[:, 4:5] - theta[:, 5:6] * X.logD[None, :],
+                theta[:, 4:5] - theta[:, 5:6] * X.xD[None, :],
                 theta[:, 6:7]]
 
     def terms_vjp(self, theta, X, W):
@@ -608,20 +656,20 @@ class SparsityLaw(Law):
         g[:, 0] = W1.sum(1)
         g[:, 1] = W1 @ X.extra["log1mS"]
         g[:, 2] = W2.sum(1)
-        g[:, 3] = -((W1 + W2) @ X.logN)
+        g[:, 3] = -((W1 + W2) @ X.xN)
         g[:, 4] = W3.sum(1)
-        g[:, 5] = -(W3 @ X.logD)
+        g[:, 5] = -(W3 @ X.xD)
         g[:, 6] = W4.sum(1)
         return g
 
     def start_grid(self, max_starts=None):
         la = lc = le = (0.0, 5.0, 10.0)
-        return np.array(list(itertools.product(
-            la, (0.0, 0.5, 1.0), lc, (0.25, 0.5, 1.0), le, (0.25, 0.5, 1.0), (-1.0, 0.0, 1.0))))
+        return self.from_log_natural(np.array(list(itertools.product(
+            la, (0.0, 0.5, 1.0), lc, (0.25, 0.5, 1.0), le, (0.25, 0.5, 1.0), (-1.0, 0.0, 1.0)))))
 
     def check_identifiable(self, df):
         super().check_identifiable(df)
-        levels = np.unique(np.round(df["sparsity"].to_numpy(dtype=np.float64), 9))
+        levels = np.unique(np.round(self._sparsity(df), 9))
         if len(levels) < 3:
             raise CapscaleError(
                 f"law 'sparsity': a, b and c need runs at three or more sparsities; the table has "
@@ -666,6 +714,7 @@ def make_law(name: str, df: pd.DataFrame, **options) -> Law:
         )
     cls = LAWS[name]
     law = cls.from_table(df, **options) if hasattr(cls, "from_table") else cls()
+    law.set_centers(df)
     law.check_identifiable(df)
     return law
 
@@ -675,12 +724,15 @@ def law_from_spec(spec: dict) -> Law:
     spec = dict(spec)
     name = spec.pop("name")
     if name == "decoupled":
-        return DecoupledLaw(spec["keys"], spec["reference_keys"], spec.get("key_columns"))
-    if name == "unified":
-        return UnifiedLaw(spec["groups"], spec.get("capacity_groups", "kind"),
-                          spec.get("split_composed", False), spec.get("fix_L"))
-    if name == "precision":
-        return PrecisionLaw(spec["parts"])
-    if name in LAWS:
-        return LAWS[name]()
-    raise CapscaleError(f"saved fit names unknown law {name!r}")
+        law = DecoupledLaw(spec["keys"], spec["reference_keys"], spec.get("key_columns"))
+    elif name == "unified":
+        law = UnifiedLaw(spec["groups"], spec.get("capacity_groups", "kind"),
+                         spec.get("split_composed", False), spec.get("fix_L"))
+    elif name == "precision":
+        law = PrecisionLaw(spec["parts"])
+    elif name in LAWS:
+        law = LAWS[name]()
+    else:
+        raise CapscaleError(f"saved fit names unknown law {name!r}")
+    law.centers = tuple(spec.get("centers", (0.0, 0.0)))
+    return law
