@@ -92,7 +92,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote {path}")
     if args.independence:
         kc = options.get("key_columns")
-        table = checks.data_independence(df, key_columns=kc, n_bootstrap=min(args.bootstrap, 300) or 300,
+        reuse = fit if fit.law.name == "decoupled" and fit.samples is not None else None
+        table = checks.data_independence(df, fit=reuse, key_columns=kc,
+                                         n_bootstrap=min(args.bootstrap, 300) or 300,
                                          level=args.level, seed=args.seed, n_jobs=args.jobs)
         print("\ndata independence (multiplier per tokens-per-parameter ratio):")
         print(table.drop(columns=["n_ratios"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))

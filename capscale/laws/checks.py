@@ -21,8 +21,6 @@ from capscale.laws import representation as rep
 from capscale.laws.fit import FitResult, fit_law
 from capscale.laws.table import size_groups
 
-RATIO_KEY = "_key_at_ratio"
-
 
 def tokens_per_param_groups(df: pd.DataFrame, rel_tol: float = 0.15) -> tuple[np.ndarray, list[float]]:
     """Group runs by tokens per parameter (D/N, or a ``tokens_per_param`` column); ratios
@@ -38,42 +36,85 @@ def _round_sig(x: float, sig: int = 2) -> float:
     return round(x, -int(math.floor(math.log10(abs(x)))) + sig - 1) if x else 0.0
 
 
-def data_independence(df: pd.DataFrame, *, rel_tol: float = 0.15, key_columns=None,
-                      n_bootstrap: int = 300, level: float = 0.95, seed: int = 0,
-                      n_jobs: int | None = None, **fit_options) -> pd.DataFrame:
+def data_independence(df: pd.DataFrame, *, fit: FitResult | None = None, rel_tol: float = 0.15,
+                      key_columns=None, n_bootstrap: int = 300, level: float = 0.95,
+                      seed: int = 0, n_jobs: int | None = None) -> pd.DataFrame:
     """Multiplier of every compressed format at every tokens-per-parameter ratio it was run
-    at, from one decoupled fit whose keys are (format, ratio); dense runs are the reference
-    at every ratio. Returns one row per (format, ratio) with eff and its interval, and per
-    format whether all its ratios agree (every pair of intervals overlaps)."""
+    at, with the rest of the law (A, α, B, β, E) held at the decoupled fit to all runs.
+
+    Holding the law fixed matters: with a free multiplier per ratio, the data term B·D^(−β)
+    is no longer pinned by the compressed runs, and in sweeps whose dense runs share one
+    ratio (D ∝ N) it is not pinned at all. Each (format, ratio) multiplier is the 1-D Huber
+    optimum over that group's runs; its interval comes from the bootstrap fits of the law
+    combined with a resample of the group's runs. A format's ratios *agree* when all their
+    intervals share a point.
+    """
+    if fit is None:
+        fit = fit_law(df, "decoupled", key_columns=key_columns, n_bootstrap=n_bootstrap,
+                      level=level, seed=seed, n_jobs=n_jobs, heldout=False)
+    if fit.law.name != "decoupled":
+        raise CapscaleError("data independence is measured with a decoupled fit")
     ids, labels = tokens_per_param_groups(df, rel_tol)
     keys = rep.representation_keys(df, key_columns)
     dense = rep.dense_rows(df)
-    work = df.copy()
-    work[RATIO_KEY] = [k if d else f"{k}@{labels[g]:g}" for k, d, g in zip(keys, dense, ids)]
-    fit = fit_law(work, "decoupled", key_columns=[RATIO_KEY], n_bootstrap=n_bootstrap,
-                  level=level, seed=seed, n_jobs=n_jobs, heldout=False, **fit_options)
+    settings = fit.info["settings"]
+    delta = settings["huber_delta"]
+    shared = fit.law.to_natural(fit.theta)[None, :5]
+    samples = (fit.law.to_natural(fit.samples)[:, :5] if fit.samples is not None
+               else np.empty((0, 5)))
+    rng = np.random.default_rng(seed)
     rows = []
     for key, g in sorted({(k, g) for k, d, g in zip(keys, dense, ids) if not d},
                          key=lambda kg: (keys.index(kg[0]), kg[1])):
-        name = f"eff[{key}@{labels[g]:g}]"
-        lo, hi = fit.interval(name)
-        n_runs = int(np.sum([(k == key) and (i == g) for k, i in zip(keys, ids)]))
-        rows.append({"format": key, "tokens_per_param": labels[g], "n_runs": n_runs,
-                     "eff": fit.param(name), "eff_lo": lo, "eff_hi": hi})
+        mask = np.array([(k == key) and (i == g) for k, i in zip(keys, ids)])
+        sub = df[mask]
+        N, D, y = (sub[c].to_numpy(float) for c in ("N", "D", "loss"))
+        point = _eff_huber(shared, N, D, y, np.ones((1, len(y))), delta)[0]
+        lo = hi = math.nan
+        if len(samples):
+            draws = rng.integers(0, len(y), size=(len(samples), len(y)))
+            w = np.zeros((len(samples), len(y)))
+            np.add.at(w, (np.repeat(np.arange(len(samples)), len(y)), draws.ravel()), 1.0)
+            effs = _eff_huber(samples, N, D, y, w, delta)
+            q = 100 * (1 - level) / 2
+            lo, hi = np.percentile(effs, [q, 100 - q])
+        rows.append({"format": key, "tokens_per_param": labels[g], "n_runs": int(mask.sum()),
+                     "eff": point, "eff_lo": lo, "eff_hi": hi})
     table = pd.DataFrame(rows)
     if table.empty:
         raise CapscaleError("data independence needs compressed runs; the table has only dense ones")
     agree = {}
     for key, grp in table.groupby("format", sort=False):
-        if len(grp) < 2:
+        if len(grp) < 2 or not np.isfinite(grp["eff_lo"]).all():
             agree[key] = None
             continue
-        lo, hi = grp["eff_lo"].to_numpy(), grp["eff_hi"].to_numpy()
-        agree[key] = bool(lo.max() <= hi.min())  # all intervals share a point
+        agree[key] = bool(grp["eff_lo"].max() <= grp["eff_hi"].min())
     table["n_ratios"] = table["format"].map(table.groupby("format").size())
     table["agree"] = table["format"].map(agree)
     table.attrs["fit"] = fit
     return table
+
+
+def _eff_huber(shared: np.ndarray, N, D, y, w, delta: float) -> np.ndarray:
+    """argmin over eff of Σ w·huber(log L̂(N, D; eff) − log L), for each row of ``shared``
+    ([A, α, B, β, E]) with the matching row of weights, by nested grid search in log eff
+    (robust for a 1-D problem that need not be convex, and vectorised over rows)."""
+    A, a, B, b, E = (shared[:, i:i + 1, None] for i in range(5))
+    logN, rest = np.log(N)[None, None, :], None
+    rest = np.log(B * D[None, None, :] ** -b + E)
+    logy = np.log(y)[None, None, :]
+    w = np.asarray(w, float)[:, None, :]
+    center = np.zeros((shared.shape[0], 1))
+    half = 6.0
+    for _ in range(6):
+        u = center + np.linspace(-half, half, 61)[None, :]  # log eff candidates
+        t1 = np.log(A) - a * (logN + u[:, :, None])
+        r = np.logaddexp(t1, rest) - logy
+        psi = np.clip(r, -delta, delta)
+        f = (w * psi * (r - 0.5 * psi)).sum(2)
+        center = u[np.arange(len(u)), np.argmin(f, axis=1)][:, None]
+        half /= 10.0
+    return np.exp(center[:, 0])
 
 
 def composability(source: FitResult | pd.DataFrame, *, assume_symmetric: bool = False,

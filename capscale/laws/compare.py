@@ -41,7 +41,7 @@ def _split_pair(spec: str) -> tuple[str, str] | None:
 
 
 def compare_formats(fit: FitResult, specs: list[str] | None = None, *, operands: str = "both",
-                    level: float | None = None) -> pd.DataFrame:
+                    level: float | None = None, bits: dict[str, float] | None = None) -> pd.DataFrame:
     """One row per format: ρ with its interval, where ρ comes from (fitted multiplier or GMSE
     through the capacity law), bits per value, ρ per bit, ρ per unit of compute (linear and
     quadratic counting), ranks and the Pareto front over bits per value.
@@ -49,6 +49,8 @@ def compare_formats(fit: FitResult, specs: list[str] | None = None, *, operands:
     ``specs`` are format specs; on a fit made with weight and activation formats, ``int4`` is
     applied to both operands (``operands="both"``) or to the weights only
     (``operands="weights"``), and ``W/A`` (``int4:had/none``) names both explicitly.
+    Bits per value come from the formats library; ``bits`` gives them for free labels
+    (otherwise their per-bit columns are NaN).
     """
     if operands not in ("both", "weights"):
         raise CapscaleError(f"operands must be 'both' or 'weights', not {operands!r}")
@@ -87,7 +89,7 @@ def compare_formats(fit: FitResult, specs: list[str] | None = None, *, operands:
             raise CapscaleError(f"law {fit.law.name!r} has no per-format capacity to compare")
         w = row.get("w_format", row["format"])
         a = row.get("a_format", "none" if not wa else row["a_format"])
-        bw, ba = _bits(w), _bits(a)
+        bw, ba = _bits(w, bits), _bits(a, bits)
         rho = float(p["eff"])
         lo, hi = float(p.get("eff_lo", math.nan)), float(p.get("eff_hi", math.nan))
         source = "fitted to its runs" if key in trained else "predicted from GMSE"
@@ -105,10 +107,13 @@ def compare_formats(fit: FitResult, specs: list[str] | None = None, *, operands:
             rec["gmse"] = _gmse_or_nan(w)
         out.append(rec)
     df = pd.DataFrame(out)
-    df["pareto_bits"] = pareto_front(df["bits_weights"].to_numpy(), df["rho"].to_numpy())
+    known = np.isfinite(df["bits_weights"].to_numpy())
+    df["pareto_bits"] = False
+    df.loc[known, "pareto_bits"] = pareto_front(df.loc[known, "bits_weights"].to_numpy(),
+                                                df.loc[known, "rho"].to_numpy())
     for col in ("rho", "rho_per_bit", "rho_per_compute_linear", "rho_per_compute_quadratic"):
         if col in df:
-            df[f"rank_{col}"] = df[col].rank(ascending=False, method="min").astype(int)
+            df[f"rank_{col}"] = df[col].rank(ascending=False, method="min").astype("Int64")
     return df.sort_values("rho", ascending=False).reset_index(drop=True)
 
 
@@ -116,11 +121,13 @@ def _all_dense(key: str) -> bool:
     return all(rep.is_dense(p) for p in key.split(rep.KEY_SEPARATOR))
 
 
-def _bits(spec: str) -> float:
+def _bits(spec: str, given: dict | None) -> float:
+    if given and spec in given:
+        return float(given[spec])
     try:
         return rep.spec_bits(spec)
-    except CapscaleError as e:
-        raise CapscaleError(f"bits per value of {spec!r} unknown: {e}") from e
+    except CapscaleError:
+        return math.nan  # a free label: capacity is known, its storage cost is not
 
 
 def _gmse_or_nan(spec: str) -> float:
