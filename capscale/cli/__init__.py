@@ -19,6 +19,7 @@ from capscale.errors import CapscaleError
 COMMANDS = {
     "formats": "formats",
     "gmse": "gmse",
+    "data": "data",
     "fit": "fit",
     "predict": "predict",
     "compare": "compare",

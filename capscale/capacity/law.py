@@ -1,0 +1,28 @@
+"""The unified paper's capacity law ρ(GMSE) and its published constants.
+
+ρ(R) = L · tanh(F · log_{1/4} GMSE(R))^C  — Panferov et al., "Unified Scaling Laws for
+Compressed Representations" (arXiv 2506.01863). The constants below are the paper's fit on
+its Llama/C4 runs (L 1.0 ± 0.7, F 0.41 ± 0.02, C 1.39 ± 0.08); `capscale fit --law unified`
+refits them on your runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+UNIFIED_LLAMA_C4 = {"L": 1.0, "F": 0.41, "C": 1.39}
+UNIFIED_LLAMA_C4_SOURCE = "Panferov et al. 2025 (arXiv 2506.01863), Llama/C4 fit: L 1.0, F 0.41, C 1.39"
+
+
+def log_quarter(gmse):
+    """log_{1/4} GMSE: how many 'Gaussian bits' a representation is worth (4^(−b) = GMSE)."""
+    return np.log(gmse) / np.log(0.25)
+
+
+def rho_unified(gmse, L: float = 1.0, F: float = 0.41, C: float = 1.39):
+    """Capacity ρ(GMSE) = L·tanh(F·log_{1/4} GMSE)^C; 1·L for GMSE → 0, 0 for GMSE = 1."""
+    g = np.asarray(gmse, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        t = np.tanh(F * np.clip(log_quarter(np.clip(g, 1e-300, 1.0)), 0.0, None))
+    out = L * t**C
+    return float(out) if np.ndim(out) == 0 else out

@@ -1,0 +1,266 @@
+"""Scalar quantizers: a grid of levels, a scale rule and a granularity.
+
+Every grid is normalised so its outermost level is 1; the scale puts that level at α*·RMS
+(default; α* minimises the Gaussian MSE of the grid, so an RMS-scaled grid is the MSE-optimal
+member of its family on Gaussian data), at the absmax, or at an MSE-searched clip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import torch
+
+from capscale.errors import CapscaleError
+from capscale.formats import grids
+from capscale.formats.base import Part, Scaling, group_view, masked_absmax, masked_rms
+from capscale.formats.gaussian import optimal_scale
+from capscale.formats.rounding import (
+    round_fp,
+    round_to_grid,
+    round_uniform_nozero,
+    round_uniform_zero,
+)
+
+SCALING_MODIFIERS = ("rms", "absmax", "mse", "tensor", "row", "gG")
+# clip ratios tried by the "mse" rule, as fractions of the group absmax
+MSE_CLIP_CANDIDATES = tuple(np.linspace(0.25, 1.0, 31).tolist())
+
+
+@dataclass(frozen=True)
+class ScalarQuantizer(Part):
+    """Base of the scalar grids. Subclasses give `levels` (normalised, float64), `code_bits`,
+    `round_normalised(y)` and `spec_base`."""
+
+    scaling: Scaling = field(default_factory=Scaling)
+    default_scaling = Scaling()
+    kind = "scalar"
+    terminal = True
+
+    # --- to define in subclasses ---
+    @property
+    def spec_base(self) -> str:
+        raise NotImplementedError
+
+    @cached_property
+    def levels(self) -> np.ndarray:
+        raise NotImplementedError
+
+    @property
+    def code_bits(self) -> float:
+        raise NotImplementedError
+
+    def round_normalised(self, y: torch.Tensor) -> torch.Tensor:
+        return round_to_grid(y, torch.as_tensor(self.levels, dtype=y.dtype, device=y.device))
+
+    def extra_modifiers(self) -> list[str]:
+        return []
+
+    # --- shared ---
+    @property
+    def spec(self) -> str:
+        mods = self.extra_modifiers() + self.scaling.modifiers(self.default_scaling)
+        return ":".join([self.spec_base, *mods])
+
+    @cached_property
+    def alpha(self) -> float:
+        """α*: the outermost level in units of σ that minimises the Gaussian MSE."""
+        return optimal_scale(self.levels)[0]
+
+    @property
+    def trust_radius(self) -> float | None:
+        if self.scaling.rule != "rms":
+            return None
+        return float(self.alpha * np.max(np.diff(self.levels)) / 2)
+
+    @property
+    def clip_radius(self) -> float | None:
+        return float(self.alpha) if self.scaling.rule == "rms" else None
+
+    def scale(self, xv: torch.Tensor, av: torch.Tensor | None) -> torch.Tensor:
+        if self.scaling.rule == "rms":
+            return masked_rms(xv, av) * self.alpha
+        amax = masked_absmax(xv, av)
+        if self.scaling.rule == "absmax":
+            return amax
+        return amax * self._best_clip(xv, av, amax)
+
+    def _best_clip(self, xv, av, amax) -> torch.Tensor:
+        """Per group, the clip ratio c (of the absmax) with the least squared error."""
+        y = xv / torch.where(amax > 0, amax, torch.ones_like(amax))
+        best_err, best_c = None, None
+        for c in MSE_CLIP_CANDIDATES:
+            err = (self.round_normalised(y / c) * c - y).square_()
+            if av is not None:
+                err = torch.where(av, err, torch.zeros((), dtype=err.dtype, device=err.device))
+            err = err.sum(dim=-1, keepdim=True)
+            if best_err is None:
+                best_err, best_c = err, torch.full_like(err, c)
+            else:
+                better = err < best_err
+                best_err = torch.where(better, err, best_err)
+                best_c = torch.where(better, torch.full_like(err, c), best_c)
+        return best_c
+
+    def apply(self, x2d, active):
+        xv = group_view(x2d, self.scaling.group, self.spec)
+        av = None if active is None else group_view(active, self.scaling.group, self.spec)
+        s = self.scale(xv, av)
+        safe = torch.where(s > 0, s, torch.ones_like(s))
+        q = self.round_normalised(xv / safe) * safe
+        q = torch.where(s > 0, q, torch.zeros((), dtype=q.dtype, device=q.device))
+        if av is not None:
+            q = torch.where(av, q, xv)
+        return q.reshape(x2d.shape), None
+
+    def bits(self, rows, cols, active_fraction):
+        return active_fraction * self.code_bits + self.scaling.overhead_bits(rows, cols), 0.0
+
+
+@dataclass(frozen=True)
+class IntQuantizer(ScalarQuantizer):
+    """INT-b. Default: QuEST's grid, 2^b evenly spaced levels with no zero level. With `zero`:
+    the signed grid k/(2^(b-1) − 1), |k| ≤ 2^(b-1) − 1, which has a zero level."""
+
+    n_bits: int = 4
+    zero: bool = False
+    accepted_modifiers = ("zero", *SCALING_MODIFIERS, "had")
+
+    def __post_init__(self):
+        if not 1 <= self.n_bits <= 8:
+            raise CapscaleError(f"int{self.n_bits}: INT bit widths go from 1 to 8")
+        if self.zero and self.n_bits < 2:
+            raise CapscaleError("int1:zero: a grid with a zero level needs at least 2 bits")
+
+    @property
+    def spec_base(self):
+        return f"int{self.n_bits}"
+
+    def extra_modifiers(self):
+        return ["zero"] if self.zero else []
+
+    @cached_property
+    def levels(self):
+        return grids.int_zero_levels(self.n_bits) if self.zero else grids.int_levels(self.n_bits)
+
+    @property
+    def code_bits(self):
+        return float(self.n_bits)
+
+    def round_normalised(self, y):
+        if self.zero:
+            return round_uniform_zero(y, 2 ** (self.n_bits - 1) - 1)
+        return round_uniform_nozero(y, 2**self.n_bits)
+
+
+@dataclass(frozen=True)
+class TernaryQuantizer(ScalarQuantizer):
+    """Three levels {−1, 0, +1}·scale, packed five to a byte (1.6 bits per value)."""
+
+    accepted_modifiers = (*SCALING_MODIFIERS, "had")
+
+    @property
+    def spec_base(self):
+        return "ternary"
+
+    @cached_property
+    def levels(self):
+        return grids.ternary_levels()
+
+    @property
+    def code_bits(self):
+        return 8 / 5
+
+    def round_normalised(self, y):
+        return round_uniform_zero(y, 1)
+
+
+@dataclass(frozen=True)
+class FPQuantizer(ScalarQuantizer):
+    """A floating-point grid ExMy (with subnormals), scaled like any other grid. Rounding is
+    to nearest, ties to even, saturating at the largest finite value."""
+
+    exp: int = 2
+    man: int = 1
+    accepted_modifiers = (*SCALING_MODIFIERS, "had")
+
+    def __post_init__(self):
+        if self.exp < 1 or self.man < 0 or 1 + self.exp + self.man not in (4, 5, 6, 7, 8):
+            raise CapscaleError(
+                f"e{self.exp}m{self.man}: FP formats need at least one exponent bit and "
+                "4 to 8 bits in all (e.g. e2m1, e3m0, e2m3, e3m2, e4m3, e5m2)"
+            )
+
+    @property
+    def spec_base(self):
+        return f"e{self.exp}m{self.man}"
+
+    @cached_property
+    def fp(self):
+        return grids.fp_spec(self.exp, self.man)
+
+    @cached_property
+    def levels(self):
+        return grids.normalised(grids.fp_levels(self.fp))
+
+    @property
+    def code_bits(self):
+        return float(self.fp.bits)
+
+    def round_normalised(self, y):
+        m = self.fp.max_value
+        return round_fp(y * m, self.fp) / m
+
+
+@dataclass(frozen=True)
+class NF4Quantizer(ScalarQuantizer):
+    """NF4 as bitsandbytes defines it: its asymmetric 16-level table, absmax scaling per block
+    of 64 by default, the absmax stored in fp32 (4 + 32/64 = 4.5 bits per value)."""
+
+    scaling: Scaling = field(default_factory=lambda: Scaling("absmax", 64))
+    default_scaling = Scaling("absmax", 64)
+    accepted_modifiers = (*SCALING_MODIFIERS, "had")
+
+    @property
+    def spec_base(self):
+        return "nf4"
+
+    @cached_property
+    def levels(self):
+        return grids.NF4_LEVELS.copy()
+
+    @property
+    def code_bits(self):
+        return 4.0
+
+    def bits(self, rows, cols, active_fraction):
+        b, left = super().bits(rows, cols, active_fraction)
+        if self.scaling.group not in ("tensor", "row"):  # bitsandbytes stores the absmax in fp32
+            b += (32 - 16) / int(self.scaling.group)
+        return b, left
+
+
+@dataclass(frozen=True)
+class LloydMaxQuantizer(ScalarQuantizer):
+    """The MSE-optimal b-bit scalar quantizer for N(0, 1) (Lloyd–Max), scaled by the RMS."""
+
+    n_bits: int = 3
+    accepted_modifiers = (*SCALING_MODIFIERS, "had")
+
+    def __post_init__(self):
+        if not 1 <= self.n_bits <= 8:
+            raise CapscaleError(f"lloydmax{self.n_bits}: Lloyd–Max bit widths go from 1 to 8")
+
+    @property
+    def spec_base(self):
+        return f"lloydmax{self.n_bits}"
+
+    @cached_property
+    def levels(self):
+        return grids.normalised(grids.lloyd_max_levels(2**self.n_bits))
+
+    @property
+    def code_bits(self):
+        return float(self.n_bits)
