@@ -32,9 +32,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(table.to_dict(orient="records"), indent=2, default=float))
     else:
-        cols = [c for c in ("format", "rho", "rho_lo", "rho_hi", "source", "gmse", "bits_weights",
+        cols = [c for c in ("format", "rho", "rho_lo", "rho_hi", "trained", "gmse", "bits_weights",
                             "bits_activations", "iso_memory_gain", "rho_per_compute_linear",
                             "rho_per_compute_quadratic", "pareto_bits") if c in table]
+        print(f"{fit.law.name} fit: rho is the {table['source'].iloc[0]}")
         print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         print("iso_memory_gain = rho·16/bits (effective parameters per bit, relative to bf16); "
               "rho_per_compute_* = rho / bit-op cost relative to bf16 (linear: max(b_w, b_a)/16, "

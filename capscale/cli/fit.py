@@ -19,6 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="rename columns, e.g. --map N=non_embedding_params,D=tokens")
     p.add_argument("--derive", action="append", metavar="NAME=EXPR",
                    help="compute a column, e.g. --derive 'D=C/(6*N)'")
+    p.add_argument("--where", metavar="EXPR",
+                   help="fit only the runs matching a pandas query, e.g. "
+                        "\"~method.str.startswith('Trust')\" or 'tokens_per_param > 90'")
     p.add_argument("--drop-bad", action="store_true",
                    help="drop bad rows (missing or non-positive values, duplicates, diverged runs) "
                         "instead of stopping")
@@ -60,9 +63,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from capscale.laws import checks, fit_law, load_runs
+    from pathlib import Path
 
-    df = load_runs(args.table, mapping=args.map, derive=args.derive, drop_bad=args.drop_bad)
+    import numpy as np
+
+    from capscale.laws import checks, fit_law, load_runs
+    from capscale.laws.plots import plot_composability, plot_fit
+
+    df = load_runs(args.table, mapping=args.map, derive=args.derive, drop_bad=args.drop_bad,
+                   where=args.where)
     report = df.attrs.get("report", {})
     if report.get("dropped"):
         from capscale.laws.table import TableReport
@@ -86,8 +95,6 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         print(f"wrote {args.output}")
     if args.plot:
-        from capscale.laws.plots import plot_composability, plot_fit
-
         for path in plot_fit(fit, df, args.plot):
             print(f"wrote {path}")
     if args.independence:
@@ -101,15 +108,16 @@ def run(args: argparse.Namespace) -> int:
     if args.composability:
         table = checks.composability(fit, assume_symmetric=args.assume_symmetric)
         print("\ncomposability (fitted multiplier vs product of marginals):")
-        if table.empty:
-            print("no two-axis formats in this table")
+        known = table[np.isfinite(table["product"])]
+        if known.empty:
+            print("no two-axis format has both marginals (runs with the other axis uncompressed)"
+                  + ("" if args.assume_symmetric else "; try --assume-symmetric"))
         else:
-            print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+            print(known.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
             print(f"mean absolute error: {table.attrs['mean_abs_error']:.4g}")
+            missing = table[~np.isfinite(table["product"])]["format"].tolist()
+            if missing:
+                print(f"without both marginals: {', '.join(missing)}")
             if args.plot:
-                from pathlib import Path
-
-                from capscale.laws.plots import plot_composability
-
                 print(f"wrote {plot_composability(table, Path(args.plot) / 'composability.png')}")
     return 0

@@ -60,9 +60,12 @@ def run(args: argparse.Namespace) -> int:
         table = compute_optimal(fit, args.compute, flops_per_param_token=args.flops_per_param_token,
                                 level=args.level, **rep, **extra)
         records["compute_optimal"] = table.to_dict(orient="records")
+        records["warnings"] = table.attrs.get("warnings", [])
         if not args.json:
             print(f"\ncompute-optimal allocation (C = {args.flops_per_param_token:g}·N·D)")
             print(table.to_string(index=False, float_format=fmt))
+            for w in records["warnings"]:
+                print(f"warning: {w}")
     if args.json:
         print(json.dumps(records, indent=2, default=float))
     return 0

@@ -158,6 +158,8 @@ def composability(source: FitResult | pd.DataFrame, *, assume_symmetric: bool = 
                                                    (mx if a == "x" else my) is not None)})
     table = pd.DataFrame(rows, columns=["format", "axis_x", "axis_y", "eff", "marginal_x",
                                         "marginal_y", "product", "abs_error", "assumed_symmetric"])
+    floats = ["eff", "marginal_x", "marginal_y", "product", "abs_error"]
+    table[floats] = table[floats].astype(np.float64)
     table.attrs["mean_abs_error"] = float(np.nanmean(table["abs_error"])) if len(table) and \
         np.isfinite(table["abs_error"]).any() else math.nan
     table.attrs["axes"] = ("weights", "activations") if _is_wa(fit) else ("first", "rest")

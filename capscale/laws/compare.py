@@ -43,7 +43,8 @@ def _split_pair(spec: str) -> tuple[str, str] | None:
 def compare_formats(fit: FitResult, specs: list[str] | None = None, *, operands: str = "both",
                     level: float | None = None, bits: dict[str, float] | None = None) -> pd.DataFrame:
     """One row per format: ρ with its interval, where ρ comes from (fitted multiplier or GMSE
-    through the capacity law), bits per value, ρ per bit, ρ per unit of compute (linear and
+    through the capacity law), whether the fit's runs include the format (``trained``), bits
+    per value, ρ per bit, ρ per unit of compute (linear and
     quadratic counting), ranks and the Pareto front over bits per value.
 
     ``specs`` are format specs; on a fit made with weight and activation formats, ``int4`` is
@@ -92,10 +93,10 @@ def compare_formats(fit: FitResult, specs: list[str] | None = None, *, operands:
         bw, ba = _bits(w, bits), _bits(a, bits)
         rho = float(p["eff"])
         lo, hi = float(p.get("eff_lo", math.nan)), float(p.get("eff_hi", math.nan))
-        source = "fitted to its runs" if key in trained else "predicted from GMSE"
-        if fit.law.name != "unified":
-            source = "fitted to its runs"
+        source = ("capacity law at its GMSE" if fit.law.name == "unified"
+                  else "multiplier fitted to its runs")
         rec = {**row, "rho": rho, "rho_lo": lo, "rho_hi": hi, "source": source,
+               "trained": key in trained,
                "bits_weights": bw, "bits_activations": ba if wa else math.nan,
                "rho_per_bit": rho / bw, "iso_memory_gain": rho * 16.0 / bw}
         if wa:

@@ -277,6 +277,7 @@ def fit_law(runs: pd.DataFrame | str | os.PathLike, law: str = "chinchilla", *,
         "settings": {**settings.to_dict(), "n_jobs": n_jobs, "numpy": np.__version__,
                      "scipy": scipy.__version__, "python": platform.python_version()},
         "data": {"hash": data_hash(df, _used_columns(df)), "n_runs": len(df),
+                 "ranges": _ranges(df),
                  "source": df.attrs.get("source", "runs table"),
                  "report": df.attrs.get("report", {}), "columns": _used_columns(df)},
         "search": ms.stats,
@@ -313,6 +314,13 @@ def _say(progress: bool, msg: str) -> None:
         import sys
 
         print(f"[fit] {msg}", file=sys.stderr, flush=True)
+
+
+def _ranges(df: pd.DataFrame) -> dict:
+    tpp = df["D"] / df["N"]
+    return {"N": [float(df["N"].min()), float(df["N"].max())],
+            "D": [float(df["D"].min()), float(df["D"].max())],
+            "tokens_per_param": [float(tpp.min()), float(tpp.max())]}
 
 
 def _used_columns(df: pd.DataFrame) -> list[str]:

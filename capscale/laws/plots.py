@@ -87,31 +87,39 @@ def plot_predicted_vs_measured(fit: FitResult, df: pd.DataFrame, path: str | os.
     return _save(fig, path)
 
 
-def plot_capacity(fit: FitResult, df: pd.DataFrame, path: str | os.PathLike) -> Path:
+def plot_capacity(fit: FitResult, path: str | os.PathLike, measured: FitResult | None = None) -> Path:
     """ρ against GMSE: the fitted capacity curve of each compression type of a unified fit,
-    and the multiplier of every format trained (its ρ from the fit)."""
+    with, from a decoupled fit of the same runs (``measured``), each format's own multiplier
+    per compressed operand (eff, or √eff when both operands carry the same format)."""
     plt = _plt()
     law = fit.law
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     g = np.geomspace(1e-4, 0.99, 200)
     nat = dict(zip(law.natural_names, fit.natural))
     for group in law.groups:
-        ax.plot(g, law.rho(nat, g, group), label=f"ρ(GMSE), {group}")
-    for key, (v, lo, hi) in fit.info.get("derived_eff", {}).items():
-        parts = key.split(rep.KEY_SEPARATOR)
-        comp = [p for p in parts if not rep.is_dense(p)]
-        if len(comp) != 1:
+        ax.plot(g, law.rho(nat, g, group), label=f"fitted ρ(GMSE): {group}")
+    points = measured.info.get("derived_eff", {}) if measured is not None else {}
+    labelled = False
+    for key, (v, lo, hi) in points.items():
+        comp = [p for p in key.split(rep.KEY_SEPARATOR) if not rep.is_dense(p)]
+        if not comp or len(set(comp)) != 1:
             continue
         try:
             x = rep.spec_gmse(comp[0])
         except Exception:
             continue
-        ax.errorbar([x], [v], yerr=[[max(v - lo, 0)], [max(hi - v, 0)]] if math.isfinite(lo) else None,
-                    fmt="o", ms=4, color="k")
-        ax.annotate(key, (x, v), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        k = len(comp)
+        y = v ** (1 / k)
+        err = None
+        if math.isfinite(lo):
+            err = [[max(y - lo ** (1 / k), 0)], [max(hi ** (1 / k) - y, 0)]]
+        ax.errorbar([x], [y], yerr=err, fmt="o" if k == 1 else "s", ms=4, color="k",
+                    capsize=2, label=None if labelled else "decoupled fit, per operand")
+        labelled = True
+        ax.annotate(key, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("GMSE (MSE on N(0,1) data)")
-    ax.set_ylabel("capacity ρ")
+    ax.set_ylabel("capacity ρ per operand")
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     return _save(fig, path)
@@ -120,6 +128,10 @@ def plot_capacity(fit: FitResult, df: pd.DataFrame, path: str | os.PathLike) -> 
 def plot_composability(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Heatmaps: fitted multiplier, product of marginals, and their absolute difference."""
     plt = _plt()
+    attrs = dict(table.attrs)
+    if np.isfinite(table["product"]).any():  # cells without both marginals say nothing here
+        table = table[np.isfinite(table["product"])]
+    table.attrs.update(attrs)
     xs = list(dict.fromkeys(table["axis_x"]))
     ys = list(dict.fromkeys(table["axis_y"]))
     mats = {c: np.full((len(ys), len(xs)), np.nan) for c in ("eff", "product", "abs_error")}
@@ -127,7 +139,7 @@ def plot_composability(table: pd.DataFrame, path: str | os.PathLike) -> Path:
         i, j = ys.index(r["axis_y"]), xs.index(r["axis_x"])
         for c in mats:
             mats[c][i, j] = r[c]
-    fig, axes = plt.subplots(1, 3, figsize=(4 + 2.2 * len(xs), 1.5 + 0.6 * len(ys) + 1.5))
+    fig, axes = plt.subplots(1, 3, figsize=(3 + 3 * (1.2 + 0.5 * len(xs)), 2.5 + 0.5 * len(ys)))
     titles = {"eff": "fitted eff", "product": "product of marginals", "abs_error": "|difference|"}
     ax_names = table.attrs.get("axes", ("x", "y"))
     for ax, c in zip(axes, mats):
@@ -160,9 +172,9 @@ def plot_compare(table: pd.DataFrame, path: str | os.PathLike) -> Path:
                                  "compute cost relative to bf16 (linear bit-op counting)")):
         if xcol not in table:
             continue
-        fitted = table["source"].str.startswith("fitted")
-        for mask, marker, label in ((fitted, "o", "fitted to its runs"),
-                                    (~fitted, "^", "predicted from GMSE")):
+        trained = table["trained"].astype(bool)
+        for mask, marker, label in ((trained, "o", "in the fitted runs"),
+                                    (~trained, "^", "never trained (ρ from its GMSE)")):
             sub = table[mask]
             if len(sub):
                 yerr = None
@@ -191,5 +203,11 @@ def plot_fit(fit: FitResult, df: pd.DataFrame, folder: str | os.PathLike) -> lis
     out = [plot_loss_vs_n(fit, df, folder / "loss_vs_n.png"),
            plot_predicted_vs_measured(fit, df, folder / "predicted_vs_measured.png")]
     if fit.law.name == "unified":
-        out.append(plot_capacity(fit, df, folder / "capacity_vs_gmse.png"))
+        from capscale.laws.fit import fit_law
+
+        try:  # each format's own multiplier, to set beside the curve
+            measured = fit_law(df, "decoupled", n_bootstrap=100, heldout=False)
+        except Exception:
+            measured = None
+        out.append(plot_capacity(fit, folder / "capacity_vs_gmse.png", measured))
     return out

@@ -119,4 +119,24 @@ def compute_optimal(fit: FitResult, compute, *, flops_per_param_token: float = 6
     for k, v in representation.items():
         if v is not None:
             res[k] = v
+    res.attrs["warnings"] = _extrapolation_warnings(fit, res)
     return res
+
+
+def _extrapolation_warnings(fit: FitResult, res: pd.DataFrame) -> list[str]:
+    """Say when an optimum lies outside what the fitted runs covered."""
+    ranges = fit.info["data"].get("ranges")
+    if not ranges:
+        return []
+    out = []
+    lo, hi = ranges["tokens_per_param"]
+    tpp = res["tokens_per_param"]
+    if (tpp < lo / 2).any() or (tpp > hi * 2).any():
+        out.append(f"the optimum's tokens per parameter ({tpp.min():.3g} to {tpp.max():.3g}) lie "
+                   f"far outside the fitted runs' ({lo:.3g} to {hi:.3g}): an extrapolation the "
+                   "runs do not support")
+    nlo, nhi = ranges["N"]
+    if (res["N_opt"] > 10 * nhi).any():
+        out.append(f"the optimal N reaches {res['N_opt'].max():.3g}, more than 10x the largest "
+                   f"fitted model ({nhi:.3g})")
+    return out

@@ -325,10 +325,12 @@ def load_runs(
     mapping: str | list[str] | dict | None = None,
     derive: str | list[str] | None = None,
     drop_bad: bool = False,
+    where: str | None = None,
     required: tuple[str, ...] = REQUIRED,
 ) -> pd.DataFrame:
     """Read, rename (``mapping``: {new: old} or ``"N=old,D=old"``), derive columns
-    (``derive``: ``"D=C/(6*N)"``, applied in order) and validate a runs table.
+    (``derive``: ``"D=C/(6*N)"``, applied in order), select rows (``where``: a pandas query,
+    e.g. ``"tokens_per_param > 90"``) and validate a runs table.
 
     Returns the validated DataFrame; the validation report is in ``df.attrs["report"]``.
     """
@@ -339,6 +341,16 @@ def load_runs(
     df = apply_mapping(df, parse_mapping(mapping))
     for expr in [derive] if isinstance(derive, str) else list(derive or []):
         df = derive_column(df, expr)
+    if where:
+        attrs = dict(df.attrs)
+        try:
+            df = df.query(where, engine="python").reset_index(drop=True)
+        except Exception as e:  # pandas raises many types for a bad expression
+            raise CapscaleError(f"--where {where!r}: {type(e).__name__}: {e}") from e
+        df.attrs.update(attrs)
+        if len(df) == 0:
+            raise CapscaleError(f"--where {where!r} selects no runs")
+        name = f"{name} where {where}"
     attrs = dict(df.attrs)
     df, report = validate_runs(df, required=required, drop_bad=drop_bad, source=name)
     df.attrs.update(attrs)

@@ -98,8 +98,8 @@ def test_compare_predicts_untrained_formats_from_gmse(fake_specs, rng):
     rho = lambda g: fit.law.rho(nat, g, "scalar")  # noqa: E731
     # both operands by default; W/A names them; q5 was never trained
     assert by.loc["q5", "rho"] == pytest.approx(rho(0.003) ** 2, rel=1e-10)
-    assert by.loc["q5", "source"] == "predicted from GMSE"
-    assert by.loc["q4", "source"] == "fitted to its runs"
+    assert not by.loc["q5", "trained"] and by.loc["q4", "trained"]
+    assert by.loc["q5", "source"] == "capacity law at its GMSE"
     assert by.loc["q2/none", "rho"] == pytest.approx(rho(0.1175), rel=1e-10)
     r = by.loc["q4"]
     assert r["iso_memory_gain"] == pytest.approx(r["rho"] * 16 / 4.25)

@@ -92,3 +92,33 @@ def test_frantar_t5_sparsity_law_fits():
     # T5 has three step counts only: the data term is poorly pinned down, and says so
     assert any(n in w for w in fit.info["warnings"] for n in ("e is not identified", "g is not"))
     assert np.isfinite(fit.info["heldout"]["rmse_loss"])
+
+
+@pytest.fixture(scope="module")
+def quest_unified():
+    pytest.importorskip("capscale.capacity")
+    return fit_law(load_builtin("quest"), "unified", capacity_groups="single", n_bootstrap=200)
+
+
+def test_quest_unified_fit_recovers_the_papers_capacity_curve(quest_unified):
+    """With GMSE from the capacity probe, one tanh curve for all QuEST formats lands near the
+    unified paper's Llama/C4 constants (F 0.41 ± 0.02, C 1.39 ± 0.08, L 1.0 ± 0.7)."""
+    fit = quest_unified
+    assert fit.param("F") == pytest.approx(0.41, abs=0.03)
+    assert fit.param("C") == pytest.approx(1.39, abs=0.25)
+    assert fit.param("L") == pytest.approx(1.0, abs=0.1)
+    info = fit.info
+    assert info["rmse_log_loss"] < 0.02 and info["heldout"]["rmse_log_loss"] < 0.025
+    eff = fit.params["eff"]
+    # capacities multiply over operands: W4A4 = (W4 weight-only)^2 under one curve
+    assert eff["int4:had/int4:had"] == pytest.approx(eff["int4:had/none"] ** 2, rel=1e-9)
+    # GMSE sees no rotation: plain and Hadamard INT4 get one capacity
+    assert eff["int4/int4"] == pytest.approx(eff["int4:had/int4:had"], rel=1e-12)
+
+
+def test_quest_default_capacity_groups_explain_the_single_sparse_level():
+    pytest.importorskip("capscale.capacity")
+    from capscale.errors import CapscaleError
+
+    with pytest.raises(CapscaleError, match="'sparse\\+scalar' has 1.*capacity_groups='single'"):
+        fit_law(load_builtin("quest"), "unified", n_bootstrap=0)

@@ -133,3 +133,12 @@ def test_builtin_tables_have_the_published_shapes():
     had4 = quest[(quest["w_format"] == "int4:had") & (quest["a_format"] == "int4:had")]
     assert set(had4["method"]) == {"HadamardTrust/HadamardTrust", "HalfHadamardTrust/HalfHadamardTrust"}
     assert len(load_builtin("frantar-t5")) == 48 and len(load_builtin("frantar-vit")) == 112
+
+
+def test_where_selects_rows_and_rejects_bad_queries():
+    df = small_table().rename(columns={"params": "N", "tokens": "D"})
+    assert load_runs(df, where="format == 'int4'")["N"].tolist() == [2e7, 4e7]
+    with pytest.raises(CapscaleError, match="selects no runs"):
+        load_runs(df, where="N > 1e12")
+    with pytest.raises(CapscaleError, match="--where"):
+        load_runs(df, where="nonexistent_column > 3")
