@@ -325,7 +325,8 @@ def _ranges(df: pd.DataFrame) -> dict:
 
 def _used_columns(df: pd.DataFrame) -> list[str]:
     wanted = ["N", "D", "loss", "format", "w_format", "a_format", "gmse", "w_gmse", "a_gmse",
-              "kind", "w_kind", "a_kind", "bits", "w_bits", "a_bits", "sparsity", "method", "seed"]
+              "gmse_w", "gmse_a", "kind", "w_kind", "a_kind", "kind_w", "kind_a", "bits",
+              "w_bits", "a_bits", "bits_w", "bits_a", "sparsity", "method", "seed"]
     return [c for c in wanted if c in df.columns]
 
 
@@ -404,7 +405,7 @@ def _interval_warnings(law: Law, best: np.ndarray, lo: np.ndarray, hi: np.ndarra
         name = law.natural_names[j]
         if lo[j] > 0 and hi[j] / lo[j] > 100:
             out.append(f"{name} is not identified by these runs: its interval spans "
-                       f"{lo[j]:.3g} to {hi[j]:.3g} (a factor {hi[j] / lo[j]:.0f})")
+                       f"{lo[j]:.3g} to {hi[j]:.3g} (a factor {hi[j] / lo[j]:.3g})")
     return out
 
 

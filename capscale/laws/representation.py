@@ -106,9 +106,13 @@ def part_columns(df: pd.DataFrame) -> list[str]:
     return cols
 
 
-def _companion(part_col: str, what: str) -> str:
-    """``w_format`` -> ``w_gmse``; ``format`` -> ``gmse``."""
-    return part_col.replace("format", what)
+def _companion(df: pd.DataFrame, part_col: str, what: str) -> str | None:
+    """The column holding ``what`` (gmse, kind, bits) for a part: ``w_format`` -> ``w_gmse``
+    (or ``gmse_w``, as the trainer's result records name it); ``format`` -> ``gmse``."""
+    names = [part_col.replace("format", what)]
+    if part_col != "format":
+        names.append(f"{what}_{part_col[0]}")
+    return next((n for n in names if n in df.columns), None)
 
 
 def representation_keys(df: pd.DataFrame, key_columns: list[str] | None = None) -> list[str]:
@@ -140,9 +144,9 @@ def part_table(df: pd.DataFrame, *, split_composed: bool = False) -> list[dict]:
     slots: list[dict] = []
     for col in cols:
         specs = df[col].astype(str).tolist()
-        gcol, kcol = _companion(col, "gmse"), _companion(col, "kind")
-        given_g = df[gcol].to_numpy(dtype=np.float64) if gcol in df.columns else None
-        given_k = df[kcol].astype(object).to_numpy() if kcol in df.columns else None
+        gcol, kcol = _companion(df, col, "gmse"), _companion(df, col, "kind")
+        given_g = pd.to_numeric(df[gcol], errors="coerce").to_numpy(np.float64) if gcol else None
+        given_k = df[kcol].astype(object).to_numpy() if kcol else None
         n_comp = max(len(split_components(s)) for s in specs) if split_composed else 1
         for j in range(n_comp):
             g = np.zeros(len(specs))
@@ -182,9 +186,9 @@ def part_bits(df: pd.DataFrame) -> dict[str, np.ndarray]:
     """Bits per value of each part (``w_bits`` etc. when given, else from the spec)."""
     out = {}
     for col in part_columns(df):
-        bcol = _companion(col, "bits")
+        bcol = _companion(df, col, "bits")
         specs = df[col].astype(str).tolist()
-        given = df[bcol].to_numpy(dtype=np.float64) if bcol in df.columns else None
+        given = pd.to_numeric(df[bcol], errors="coerce").to_numpy(np.float64) if bcol else None
         out[col] = np.array(
             [given[i] if given is not None and np.isfinite(given[i]) else spec_bits(s)
              for i, s in enumerate(specs)],

@@ -5,7 +5,8 @@ One row per training run. Canonical columns: ``N`` (non-embedding parameters), `
 ``format`` (one spec for the whole model) or ``w_format`` and ``a_format`` (weights,
 activations). Optional: ``gmse`` / ``w_gmse`` / ``a_gmse``, ``kind`` / ``w_kind`` /
 ``a_kind``, ``sparsity``, ``bits`` / ``w_bits`` / ``a_bits``, ``seed``, ``status``,
-``method``. Whatever produced the runs (our trainer, a paper's CSV, a user's cluster),
+``method`` (per-operand columns may also be named ``gmse_w``, ``bits_a``, ... as the trainer's
+result records do). Whatever produced the runs (our trainer, a paper's CSV, a user's cluster),
 this module turns it into that shape and says clearly what is wrong with it.
 """
 

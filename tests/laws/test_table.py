@@ -142,3 +142,25 @@ def test_where_selects_rows_and_rejects_bad_queries():
         load_runs(df, where="N > 1e12")
     with pytest.raises(CapscaleError, match="--where"):
         load_runs(df, where="nonexistent_column > 3")
+
+
+def test_trainer_style_run_folders_feed_the_unified_law(tmp_path):
+    """The trainer's result.json names per-operand GMSE gmse_w / gmse_a and finishes with
+    status "finished"; diverged runs are bad rows."""
+    from capscale.laws.representation import part_table
+
+    recs = [("none", "none", None, None, "finished"), ("int4", "int4", 0.0115, 0.0115, "finished"),
+            ("int2", "none", 0.1188, None, "finished"), ("int1", "int1", 0.36, 0.36, "diverged")]
+    for i, (w, a, gw, ga, status) in enumerate(recs):
+        run = tmp_path / f"r{i}"
+        run.mkdir()
+        (run / "result.json").write_text(json.dumps(
+            {"N": 1e7 * (i + 1), "D": 2e8 * (i + 1), "loss": 3.0 if status == "finished" else None,
+             "w_format": w, "a_format": a, "gmse_w": gw, "gmse_a": ga, "status": status}))
+    with pytest.raises(CapscaleError, match="diverged"):
+        load_runs(tmp_path)
+    df = load_runs(tmp_path, drop_bad=True)
+    assert len(df) == 3
+    slots = part_table(df.assign(w_kind="scalar", a_kind="scalar"))
+    assert slots[0]["gmse"].tolist() == [0.0, 0.0115, 0.1188]
+    assert slots[1]["gmse"].tolist() == [0.0, 0.0115, 0.0]
