@@ -199,3 +199,28 @@ def test_decoupled_predicts_only_fitted_formats():
     new = df.iloc[[0]].assign(w_format="q3", a_format="q3")
     with pytest.raises(CapscaleError, match="no fitted multiplier"):
         law.design(new)
+
+
+def test_split_composed_multiplies_sparse_and_scalar_capacities(monkeypatch):
+    from capscale.laws import representation as rep
+
+    gmse = {"s30": 0.09, "s50": 0.19, "s70": 0.33, "q2": 0.1188, "q3": 0.0374, "q4": 0.0115}
+    monkeypatch.setattr(rep, "spec_gmse", lambda s: gmse[s])
+    monkeypatch.setattr(rep, "spec_kind", lambda s: "sparse" if s.startswith("s") else "scalar")
+    specs = ["none", "q2", "q3", "q4", "s30", "s50", "s70", "s50+q4", "s70+q3"]
+    df = pd.DataFrame([{"N": n, "D": 50 * n, "format": f, "loss": 3.0}
+                       for n in (3e7, 1e8, 3e8) for f in specs])
+    law = make_law("unified", df, split_composed=True)
+    assert law.groups == ["scalar", "sparse"]
+    nat = law.to_natural(law.start_grid()[7])
+    values = {"L[scalar]": 0.98, "F[scalar]": 0.4, "C[scalar]": 1.4,
+              "L[sparse]": 1.0, "F[sparse]": 0.7, "C[sparse]": 2.0}
+    for k, v in values.items():
+        nat[law.natural_names.index(k)] = v
+    eff = law.eff(law.from_natural(nat), law.design(df))[0]
+    named = dict(zip(law.natural_names, nat))
+    by_format = dict(zip(df["format"], eff))
+    expected = law.rho(named, gmse["s50"], "sparse") * law.rho(named, gmse["q4"], "scalar")
+    assert by_format["s50+q4"] == pytest.approx(expected, rel=1e-12)
+    assert by_format["q4"] == pytest.approx(law.rho(named, gmse["q4"], "scalar"), rel=1e-12)
+    assert by_format["none"] == 1.0
