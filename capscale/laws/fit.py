@@ -443,23 +443,27 @@ def bootstrap(law: Law, X, loss: np.ndarray, ms, *, n: int = 1000, seed: int = 0
     starts = _bootstrap_starts(ms, max_starts_per_resample)
     jobs = n_jobs or os.cpu_count() or 1
     jobs = max(1, min(jobs, n))
+    context = _fork_context()
+    if context is None:
+        jobs = 1
     chunks = np.array_split(np.arange(n), jobs)
     args = [(law, X, loss, weights[c], starts, delta, space) for c in chunks]
     if jobs == 1:
         results = [_bootstrap_chunk(*args[0])]
     else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=_mp_context()) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
             results = list(pool.map(_bootstrap_chunk, *zip(*args)))
     return np.concatenate(results, axis=0)
 
 
-def _mp_context():
-    # fork shares the design arrays without pickling and starts in milliseconds; the
-    # workers use numpy and scipy only
+def _fork_context():
+    """Workers are forked: they share the design arrays without pickling, start in
+    milliseconds and use numpy and scipy only. Where fork does not exist the bootstrap runs
+    in this process (spawned workers would re-run the ``capscale`` entry point)."""
     try:
         return get_context("fork")
     except ValueError:
-        return get_context("spawn")
+        return None
 
 
 def _bootstrap_starts(ms, k: int) -> np.ndarray:

@@ -103,3 +103,10 @@ def test_noise_free_data_are_fitted_exactly(law):
     if law == "decoupled":
         assert fit.param("eff[h]") == pytest.approx(0.5, rel=1e-5)
         assert fit.param("alpha") == pytest.approx(TRUE["alpha"], rel=1e-5)
+
+
+def test_bootstrap_does_not_depend_on_the_number_of_processes(chinchilla_table):
+    one = fit_law(chinchilla_table, "chinchilla", n_bootstrap=60, n_jobs=1, heldout=False)
+    two = fit_law(chinchilla_table, "chinchilla", n_bootstrap=60, n_jobs=2, heldout=False)
+    np.testing.assert_array_equal(one.samples, two.samples)
+    assert one.intervals == two.intervals
