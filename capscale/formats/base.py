@@ -75,7 +75,7 @@ def group_view(x2d: torch.Tensor, group: str | int, spec: str) -> torch.Tensor:
 def masked_rms(xv: torch.Tensor, av: torch.Tensor | None) -> torch.Tensor:
     """RMS over the last dimension, counting only active entries (0 where none are)."""
     if av is None:
-        return torch.sqrt(torch.mean(xv * xv, dim=-1, keepdim=True))
+        return torch.linalg.vector_norm(xv, dim=-1, keepdim=True).div_(xv.shape[-1] ** 0.5)
     sq = torch.where(av, xv * xv, torch.zeros((), dtype=xv.dtype, device=xv.device))
     count = av.sum(dim=-1, keepdim=True).clamp_(min=1)
     return torch.sqrt(sq.sum(dim=-1, keepdim=True) / count)

@@ -8,6 +8,8 @@ changes nothing (an orthogonal map of i.i.d. N(0, 1) is i.i.d. N(0, 1)).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 
 from capscale.errors import CapscaleError
@@ -24,26 +26,32 @@ def effective_block(block: int, length: int) -> int:
     return min(block, largest_pow2_divisor)
 
 
+RADIX = 16  # butterflies of up to 16 points are done as small dense matmuls
+
+
 def fwht(x: torch.Tensor, block: int = 128) -> torch.Tensor:
-    """Orthonormal Walsh–Hadamard transform of the last dimension, independently per block."""
+    """Orthonormal Walsh–Hadamard transform of the last dimension, independently per block.
+
+    A mixed-radix fast transform: H_block = H_r ⊗ H_(block/r) (Sylvester order), so a block
+    viewed as an r × (block/r) matrix X becomes H_r · X · H_(block/r); the right factor
+    recurses, the radix-r factor is a small dense matmul. O(n · r · log_r block) operations.
+    """
     if not is_power_of_two(block):
         raise CapscaleError(f"Hadamard block size must be a power of two, got {block}")
     n = x.shape[-1]
     if n % block:
         raise CapscaleError(f"Hadamard blocks of {block} need the last dimension ({n}) to be a multiple of {block}")
-    # radix-2 butterflies, ping-ponging between two buffers (no allocation per stage)
-    src = x.reshape(-1, block).clone()
-    dst = torch.empty_like(src)
-    m = src.shape[0]
-    h = 1
-    while h < block:
-        s = src.view(m, block // (2 * h), 2, h)
-        d = dst.view(m, block // (2 * h), 2, h)
-        torch.add(s[:, :, 0], s[:, :, 1], out=d[:, :, 0])
-        torch.sub(s[:, :, 0], s[:, :, 1], out=d[:, :, 1])
-        src, dst = dst, src
-        h *= 2
-    return src.mul_(block**-0.5).view(x.shape)
+    if block <= RADIX:
+        return (x.reshape(-1, block) @ _orthonormal_hadamard(block, x.dtype, x.device)).reshape(x.shape)
+    rest = block // RADIX
+    y = fwht(x.reshape(-1, RADIX, rest), rest)
+    y = torch.matmul(_orthonormal_hadamard(RADIX, x.dtype, x.device), y)
+    return y.reshape(x.shape)
+
+
+@lru_cache(maxsize=64)
+def _orthonormal_hadamard(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return hadamard_matrix(n, dtype).to(device)
 
 
 def hadamard_matrix(n: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:

@@ -24,16 +24,25 @@ def round_uniform_zero(y: torch.Tensor, max_int: int) -> torch.Tensor:
     return torch.round(y * max_int).clamp_(-max_int, max_int).div_(max_int)
 
 
+_EXP_MASK = {torch.float32: (torch.int32, 0x7F800000, 23), torch.float64: (torch.int64, 0x7FF0000000000000, 52)}
+
+
 def round_fp(x: torch.Tensor, spec: FPSpec) -> torch.Tensor:
     """Round to the nearest value of the ExMy format, ties to even, saturating at its largest
-    finite value (never Inf/NaN), with subnormals. Exact in float32 and float64 for the
-    formats used here (the result is computed by power-of-two scaling and torch.round)."""
-    max_v = spec.max_value
-    x = x.clamp(-max_v, max_v)
-    _, e = torch.frexp(x)  # |x| = m·2^e with m in [0.5, 1): floor(log2|x|) = e - 1
-    e = (e - 1).clamp_(min=spec.min_normal_exp)  # subnormals share the smallest normal binade
-    shift = (spec.man - e).to(torch.int32)
-    return torch.ldexp(torch.round(torch.ldexp(x, shift)), -shift).to(x.dtype)
+    finite value (never Inf/NaN), with subnormals.
+
+    The quantization step of a value is 2^(e − man), e = max(⌊log2|x|⌋, e_min); it is read off
+    the exponent bits of the float (no log2, no frexp), and x/step is rounded by torch.round
+    (half to even). Dividing and multiplying by a power of two is exact, so the result is the
+    correctly rounded value in float32 and float64 alike."""
+    if x.dtype not in _EXP_MASK:
+        return round_fp(x.float(), spec).to(x.dtype)
+    int_dtype, exp_mask, mant_bits = _EXP_MASK[x.dtype]
+    out = x.clamp(-spec.max_value, spec.max_value)
+    step_bits = out.view(int_dtype).bitwise_and(exp_mask)  # 2^e as raw bits
+    step_bits.sub_(spec.man << mant_bits)  # 2^(e - man)
+    step = step_bits.view(x.dtype).clamp_min_(2.0 ** (spec.min_normal_exp - spec.man))
+    return out.div_(step).round_().mul_(step)
 
 
 def round_to_grid(y: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:

@@ -107,13 +107,15 @@ class ScalarQuantizer(Part):
     def apply(self, x2d, active):
         xv = group_view(x2d, self.scaling.group, self.spec)
         av = None if active is None else group_view(active, self.scaling.group, self.spec)
-        s = self.scale(xv, av)
-        safe = torch.where(s > 0, s, torch.ones_like(s))
-        q = self.round_normalised(xv / safe) * safe
-        q = torch.where(s > 0, q, torch.zeros((), dtype=q.dtype, device=q.device))
+        q = self.dequantize_scaled(xv, self.scale(xv, av))
         if av is not None:
             q = torch.where(av, q, xv)
         return q.reshape(x2d.shape), None
+
+    def dequantize_scaled(self, xv: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """x̂ for values xv whose outermost level sits at s (per group); 0 where s == 0."""
+        inv = torch.where(s > 0, 1.0 / s, torch.zeros((), dtype=s.dtype, device=s.device))
+        return self.round_normalised(xv * inv).mul_(s)
 
     def bits(self, rows, cols, active_fraction):
         return active_fraction * self.code_bits + self.scaling.overhead_bits(rows, cols), 0.0
@@ -153,6 +155,18 @@ class IntQuantizer(ScalarQuantizer):
         if self.zero:
             return round_uniform_zero(y, 2 ** (self.n_bits - 1) - 1)
         return round_uniform_nozero(y, 2**self.n_bits)
+
+    def dequantize_scaled(self, xv, s):
+        # the affine maps in and out of level indices fused into addcmul: 4 passes over xv
+        zero = torch.zeros((), dtype=s.dtype, device=s.device)
+        if self.zero:
+            m = 2 ** (self.n_bits - 1) - 1
+            t = xv * torch.where(s > 0, m / s, zero)
+            return t.round_().clamp_(-m, m).mul_(s / m)
+        h = 2**self.n_bits - 1
+        t = torch.addcmul(torch.tensor(h / 2 + 0.5, dtype=xv.dtype), xv, torch.where(s > 0, (h / 2) / s, zero))
+        t.floor_().clamp_(0, h)
+        return torch.addcmul(-s, t, s * (2 / h))
 
 
 @dataclass(frozen=True)

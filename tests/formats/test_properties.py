@@ -54,7 +54,8 @@ def test_idempotent_where_the_scale_is_reproduced(x, spec):
     # absmax lands on the outermost level, so quantizing again finds the same scale
     f = parse_format(spec)
     y = f.quantize(x)
-    assert torch.allclose(f.quantize(y), y, rtol=1e-6, atol=0)
+    # up to float round-off relative to the tensor's scale (levels near zero cancel digits)
+    assert torch.allclose(f.quantize(y), y, rtol=1e-6, atol=1e-6 * float(y.abs().max()))
 
 
 @settings(max_examples=25, deadline=None)
