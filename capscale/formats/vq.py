@@ -80,7 +80,7 @@ def train_codebook(
 SHIPPED_DIR = Path(__file__).with_name("codebooks")
 # code books shipped with the package (built by `python -m capscale.formats.vq`): the ones the
 # standard panel and the examples use; any other (d, b) is trained on first use and cached
-SHIPPED = ((2, 4), (2, 6), (2, 8), (4, 4), (4, 8), (8, 8), (8, 12))
+SHIPPED = ((2, 4), (2, 6), (2, 8), (4, 4), (4, 8), (8, 8))
 
 
 def shipped_path(dim: int, bits: int) -> Path:
@@ -107,12 +107,12 @@ def gaussian_codebook(dim: int, bits: int) -> torch.Tensor:
 
 
 def build_shipped(tol: float = 1e-7) -> None:
-    """Train the shipped code books on 2^19 samples, 600 Lloyd iterations (150 at 12 bits)."""
+    """Train the shipped code books on 2^19 samples, up to 600 Lloyd iterations."""
     from capscale.io import atomic_write
 
     SHIPPED_DIR.mkdir(exist_ok=True)
     for dim, bits in SHIPPED:
-        book = train_codebook(dim, bits, max_iter=600 if bits <= 8 else 150, tol=tol, n_samples=1 << 19)
+        book = train_codebook(dim, bits, max_iter=600, tol=tol, n_samples=1 << 19)
 
         def write(tmp: str, book=book) -> None:
             with open(tmp, "wb") as f:
