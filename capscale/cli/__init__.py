@@ -21,6 +21,9 @@ COMMANDS = {
     "gmse": "gmse",
     "data": "data",
     "train": "train",
+    "fit": "fit",
+    "predict": "predict",
+    "compare": "compare",
 }
 
 
