@@ -20,6 +20,9 @@ COMMANDS = {
     "formats": "formats",
     "gmse": "gmse",
     "data": "data",
+    "fit": "fit",
+    "predict": "predict",
+    "compare": "compare",
     "train": "train",
 }
 

@@ -52,3 +52,15 @@ def test_formats_lists_every_family(capsys):
         assert fam.name in text
     assert main(["formats", "--check", "fp4"]) == 0
     assert "e2m1" in capsys.readouterr().out
+
+
+def test_written_files_have_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from capscale.io import atomic_write_text
+
+    p = atomic_write_text(tmp_path / "a.txt", "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask

@@ -1,0 +1,123 @@
+"""`capscale fit TABLE --law LAW`: fit a scaling law to a runs table."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "fit a scaling law (chinchilla, decoupled, unified, precision, sparsity) to a runs table"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("table", help="runs table: .csv, .parquet, .jsonl, .json, a folder of run "
+                                 "folders, or builtin:NAME (chinchilla, quest, frantar-t5, ...)")
+    p.add_argument("--law", default="chinchilla",
+                   choices=["chinchilla", "decoupled", "unified", "precision", "sparsity"],
+                   help="law to fit (default: chinchilla)")
+    p.add_argument("-o", "--output", metavar="FIT.json", help="write the fit as JSON")
+    p.add_argument("--plot", metavar="DIR", help="write plots (loss vs N, predicted vs measured, ...)")
+    p.add_argument("--map", action="append", metavar="NEW=OLD,...",
+                   help="rename columns, e.g. --map N=non_embedding_params,D=tokens")
+    p.add_argument("--derive", action="append", metavar="NAME=EXPR",
+                   help="compute a column, e.g. --derive 'D=C/(6*N)'")
+    p.add_argument("--where", metavar="EXPR",
+                   help="fit only the runs matching a pandas query, e.g. "
+                        "\"~method.str.startswith('Trust')\" or 'tokens_per_param > 90'")
+    p.add_argument("--drop-bad", action="store_true",
+                   help="drop bad rows (missing or non-positive values, duplicates, diverged runs) "
+                        "instead of stopping")
+    g = p.add_argument_group("fitting")
+    g.add_argument("--delta", type=float, default=1e-3, help="Huber delta (default 1e-3)")
+    g.add_argument("--space", choices=["log", "linear"], default="log",
+                   help="residuals on log loss (default, Chinchilla) or on loss")
+    g.add_argument("--bootstrap", type=int, default=1000, metavar="B",
+                   help="bootstrap resamples for intervals (default 1000; 0 for none)")
+    g.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--jobs", type=int, default=None, help="processes for the bootstrap (default: all cores)")
+    g.add_argument("--no-heldout", action="store_true", help="skip the held-out fit")
+    g.add_argument("--no-prune", action="store_true",
+                   help="run every starting point to convergence (slower; same optimum in practice)")
+    g.add_argument("--max-starts", type=int, default=None,
+                   help="cap on starting points for laws with more than five parameters")
+    law = p.add_argument_group("law options")
+    law.add_argument("--eff-key", metavar="COL,...",
+                     help="decoupled: key the multipliers on these columns (default: the format "
+                          "columns), e.g. w_format,a_format,method")
+    law.add_argument("--capacity-groups", default=None, metavar="MODE",
+                     help="unified: one capacity curve per 'kind' (default), 'single', 'part', "
+                          "'kind+part', or merge kinds with KIND=GROUP,... (sparse+scalar=scalar)")
+    law.add_argument("--split-composed", action="store_true",
+                     help="unified: multiply the capacities of the parts of a composed spec "
+                          "(sparse0.5+int4 -> sparse0.5 x int4) instead of using its joint GMSE")
+    law.add_argument("--fix-L", type=float, default=None, metavar="L",
+                     help="unified: fix the capacity ceiling L (needed without dense runs)")
+    chk = p.add_argument_group("checks")
+    chk.add_argument("--independence", action="store_true",
+                     help="also fit each format's multiplier per tokens-per-parameter ratio and "
+                          "report whether they agree")
+    chk.add_argument("--composability", action="store_true",
+                     help="also compare two-axis multipliers with the product of their marginals")
+    chk.add_argument("--assume-symmetric", action="store_true",
+                     help="composability: take a missing activation marginal from the weight one")
+    p.add_argument("--json", action="store_true", help="print the fit JSON instead of the summary")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from capscale.laws import checks, fit_law, load_runs
+    from capscale.laws.plots import plot_composability, plot_fit
+
+    df = load_runs(args.table, mapping=args.map, derive=args.derive, drop_bad=args.drop_bad,
+                   where=args.where)
+    report = df.attrs.get("report", {})
+    if report.get("dropped"):
+        from capscale.laws.table import TableReport
+
+        print(f"note: {TableReport(**report).describe()}")
+    options = {}
+    if args.eff_key:
+        options["key_columns"] = [c.strip() for c in args.eff_key.split(",") if c.strip()]
+    if args.capacity_groups:
+        options["capacity_groups"] = args.capacity_groups
+    if args.split_composed:
+        options["split_composed"] = True
+    if args.fix_L is not None:
+        options["fix_L"] = args.fix_L
+    fit = fit_law(df, args.law, delta=args.delta, space=args.space, n_bootstrap=args.bootstrap,
+                  level=args.level, seed=args.seed, n_jobs=args.jobs, prune=not args.no_prune,
+                  max_starts=args.max_starts, heldout=not args.no_heldout, progress=True,
+                  **options)
+    text = fit.to_json(args.output)
+    print(text if args.json else fit.summary())
+    if args.output:
+        print(f"wrote {args.output}")
+    if args.plot:
+        for path in plot_fit(fit, df, args.plot):
+            print(f"wrote {path}")
+    if args.independence:
+        kc = options.get("key_columns")
+        reuse = fit if fit.law.name == "decoupled" and fit.samples is not None else None
+        table = checks.data_independence(df, fit=reuse, key_columns=kc,
+                                         n_bootstrap=min(args.bootstrap, 300) or 300,
+                                         level=args.level, seed=args.seed, n_jobs=args.jobs)
+        print("\ndata independence (multiplier per tokens-per-parameter ratio):")
+        print(table.drop(columns=["n_ratios"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if args.composability:
+        table = checks.composability(fit, assume_symmetric=args.assume_symmetric)
+        print("\ncomposability (fitted multiplier vs product of marginals):")
+        known = table[np.isfinite(table["product"])]
+        if known.empty:
+            print("no two-axis format has both marginals (runs with the other axis uncompressed)"
+                  + ("" if args.assume_symmetric else "; try --assume-symmetric"))
+        else:
+            print(known.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+            print(f"mean absolute error: {table.attrs['mean_abs_error']:.4g}")
+            missing = table[~np.isfinite(table["product"])]["format"].tolist()
+            if missing:
+                print(f"without both marginals: {', '.join(missing)}")
+            if args.plot:
+                print(f"wrote {plot_composability(table, Path(args.plot) / 'composability.png')}")
+    return 0

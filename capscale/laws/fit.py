@@ -1,0 +1,535 @@
+"""Fitting a law to a runs table: multi-start Huber fit, bootstrap intervals, held-out error.
+
+:func:`fit_law` is the one entry point; it returns a :class:`FitResult`, which saves to and
+loads from JSON and predicts (with intervals) for any runs the law can describe.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy
+
+from capscale.errors import CapscaleError
+from capscale.io import atomic_write_json
+from capscale.laws import representation as rep
+from capscale.laws.forms import Law, law_from_spec, make_law, nest_params
+from capscale.laws.optim import HuberObjective, batched_lbfgs, multistart, single_threaded_blas
+from capscale.laws.table import data_hash, load_runs, representation_columns, size_groups
+
+SCHEMA = 1
+NEAR_BEST = 1e-4  # finalists within this relative objective gap count as "the best starts"
+SPREAD_WARN = 0.02  # ...and should agree on every parameter to within this
+
+
+@dataclass
+class FitSettings:
+    delta: float = 1e-3
+    space: str = "log"
+    n_bootstrap: int = 1000
+    level: float = 0.95
+    seed: int = 0
+    n_jobs: int | None = None
+    prune: bool = True
+    max_starts: int | None = None
+    heldout: bool = True
+    law_options: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"huber_delta": self.delta, "residual_space": self.space,
+                "n_bootstrap": self.n_bootstrap, "interval_level": self.level, "seed": self.seed,
+                "prune_starts": self.prune, "max_starts": self.max_starts,
+                "heldout": self.heldout, "law_options": self.law_options}
+
+
+class FitResult:
+    """A fitted law: parameters, intervals, fit quality, and what it was fitted on."""
+
+    def __init__(self, law: Law, theta: np.ndarray, samples: np.ndarray | None, info: dict):
+        self.law = law
+        self.theta = np.asarray(theta, dtype=np.float64)
+        self.samples = None if samples is None else np.asarray(samples, dtype=np.float64)
+        self.info = info
+
+    # ------------------------------------------------------------ parameters
+
+    @property
+    def natural(self) -> np.ndarray:
+        return self.law.to_natural(self.theta)
+
+    @property
+    def params(self) -> dict:
+        """Natural parameters, nested (``{"A": .., "eff": {"int4": ..}}``)."""
+        return self.info["params"]
+
+    @property
+    def intervals(self) -> dict:
+        return self.info.get("intervals", {})
+
+    def param(self, name: str) -> float:
+        """One natural parameter by flat name (``alpha``, ``eff[int4/int4]``, ``L``)."""
+        names = self.law.natural_names
+        if name not in names:
+            raise CapscaleError(f"fit has no parameter {name!r}; it has {names}")
+        return float(self.natural[names.index(name)])
+
+    def interval(self, name: str) -> tuple[float, float]:
+        if self.samples is None:
+            return (math.nan, math.nan)
+        names = self.law.natural_names
+        if name not in names:
+            raise CapscaleError(f"fit has no parameter {name!r}; it has {names}")
+        nat = self.law.to_natural(self.samples)[:, names.index(name)]
+        return _percentiles(nat, self.info["settings"]["interval_level"])
+
+    # ------------------------------------------------------------ prediction
+
+    def predict(self, runs: pd.DataFrame, level: float | None = None) -> pd.DataFrame:
+        """Predicted loss (and effective-parameter multiplier where the law has one) for the
+        runs in ``runs`` (columns N, D and the representation), with bootstrap intervals."""
+        level = level or self.info["settings"]["interval_level"]
+        X = self.law.design(runs)
+        out = pd.DataFrame(index=runs.index)
+        lp = self.law.log_predict(self.theta[None, :], X)[0]
+        out["loss"] = np.exp(lp)
+        if self.samples is not None and len(self.samples):
+            lps = np.exp(self.law.log_predict(self.samples, X))
+            lo, hi = _percentiles(lps, level, axis=0)
+            out["loss_lo"], out["loss_hi"] = lo, hi
+        if self.law.has_eff:
+            out["eff"] = self.law.eff(self.theta[None, :], X)[0]
+            if self.samples is not None and len(self.samples):
+                lo, hi = _percentiles(self.law.eff(self.samples, X), level, axis=0)
+                out["eff_lo"], out["eff_hi"] = lo, hi
+        return out
+
+    # ------------------------------------------------------------ persistence
+
+    def to_dict(self) -> dict:
+        d = dict(self.info)
+        d["law_spec"] = self.law.spec()
+        d["theta"] = {"names": self.law.param_names, "values": self.theta.tolist()}
+        if self.samples is not None:
+            d["bootstrap"] = {"names": self.law.param_names,
+                              "samples": [[float(f"{v:.12g}") for v in row] for row in self.samples]}
+        return d
+
+    def to_json(self, path: str | os.PathLike | None = None) -> str:
+        """JSON text of the fit; written atomically to ``path`` when given."""
+        d = self.to_dict()
+        if path is not None:
+            atomic_write_json(path, _jsonable(d))
+        return json.dumps(_jsonable(d), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FitResult:
+        if d.get("schema") != SCHEMA or "law_spec" not in d:
+            raise CapscaleError("not a capscale fit (expected the JSON that `capscale fit -o` writes)")
+        law = law_from_spec(d["law_spec"])
+        theta = np.array(d["theta"]["values"], dtype=np.float64)
+        samples = None
+        if d.get("bootstrap"):
+            samples = np.array(d["bootstrap"]["samples"], dtype=np.float64).reshape(-1, len(theta))
+        info = {k: v for k, v in d.items() if k not in ("law_spec", "theta", "bootstrap")}
+        return cls(law, theta, samples, info)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> FitResult:
+        try:
+            with open(path, encoding="utf-8") as f:
+                d = json.load(f)
+        except FileNotFoundError as e:
+            raise CapscaleError(f"fit file {path} does not exist; make one with `capscale fit`") from e
+        except json.JSONDecodeError as e:
+            raise CapscaleError(f"fit file {path} is not valid JSON ({e})") from e
+        return cls.from_dict(d)
+
+    def summary(self) -> str:
+        """The parameters with intervals and the fit quality, as text."""
+        info = self.info
+        lines = [f"law {info['law']}: {info['formula']}",
+                 f"fitted on {info['data']['n_runs']} runs ({info['data']['source']}), "
+                 f"{info['data']['hash'][:19]}"]
+        level = info["settings"]["interval_level"]
+        lines.append(f"{'parameter':<28} {'value':>12}   {int(level * 100)}% bootstrap interval")
+        for name in self.law.natural_names:
+            v = self.param(name)
+            lo, hi = self.interval(name)
+            iv = f"[{lo:.4g}, {hi:.4g}]" if math.isfinite(lo) else "(no bootstrap)"
+            lines.append(f"{name:<28} {v:>12.5g}   {iv}")
+        for key, (v, lo, hi) in info.get("derived_eff", {}).items():
+            if key not in [n[4:-1] for n in self.law.natural_names if n.startswith("eff[")]:
+                iv = f"[{lo:.4g}, {hi:.4g}]" if lo is not None and math.isfinite(lo) else ""
+                lines.append(f"{'eff[' + key + ']':<28} {v:>12.5g}   {iv}")
+        lines.append(f"in-sample RMSE: loss {info['rmse_loss']:.4g}, log loss {info['rmse_log_loss']:.4g}")
+        h = info.get("heldout") or {}
+        if "rmse_loss" in h:
+            lines.append(f"held out ({h['rule']}, {h['n_runs']} runs): RMSE loss {h['rmse_loss']:.4g}, "
+                         f"log loss {h['rmse_log_loss']:.4g}, mean error {h['mean_error']:+.4g}")
+        elif h.get("error"):
+            lines.append(f"held out: not computed ({h['error']})")
+        sp = info.get("spread", {})
+        if sp:
+            lines.append(f"starts: {sp['n_starts']}, {sp['n_near_best']} of the continued ones end "
+                         f"within {NEAR_BEST:g} of the best objective")
+        for w in info.get("warnings", []):
+            lines.append(f"warning: {w}")
+        return "\n".join(lines)
+
+
+def _percentiles(x: np.ndarray, level: float, axis: int = 0):
+    q = 100 * (1 - level) / 2
+    lo, hi = np.nanpercentile(x, [q, 100 - q], axis=axis)
+    return lo, hi
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    return obj
+
+
+# ---------------------------------------------------------------- fitting
+
+
+def fit_once(law: Law, df: pd.DataFrame, settings: FitSettings):
+    """The multi-start fit of ``law`` to ``df``: returns (MultiStartResult, objective)."""
+    X = law.design(df)
+    obj = HuberObjective(law, X, df["loss"].to_numpy(), delta=settings.delta, space=settings.space)
+    starts = law.start_grid(settings.max_starts)
+    return multistart(obj, starts, prune=settings.prune), obj
+
+
+def fit_law(runs: pd.DataFrame | str | os.PathLike, law: str = "chinchilla", *,
+            delta: float = 1e-3, space: str = "log", n_bootstrap: int = 1000,
+            level: float = 0.95, seed: int = 0, n_jobs: int | None = None, prune: bool = True,
+            max_starts: int | None = None, heldout: bool = True, progress: bool = False,
+            **law_options) -> FitResult:
+    """Fit ``law`` to a runs table (a DataFrame from :func:`load_runs`, or a path).
+
+    Chinchilla's Approach 3: a Huber loss (``delta``) on log-loss residuals (``space="log"``;
+    ``"linear"`` fits the loss itself), a grid of starting points each refined by L-BFGS with
+    analytic gradients, the best optimum kept. Then ``n_bootstrap`` resamples of the runs
+    (with replacement, refitted in parallel over ``n_jobs`` processes) give percentile
+    intervals at ``level`` for every parameter, and the largest model size is held out and
+    predicted from a fit to the rest (``heldout``). Law options: ``key_columns`` (decoupled),
+    ``capacity_groups``, ``split_composed``, ``fix_L`` (unified).
+    """
+    t0 = time.perf_counter()
+    df = runs if isinstance(runs, pd.DataFrame) else load_runs(runs)
+    if "report" not in df.attrs:
+        df = load_runs(df)
+    if delta <= 0:
+        raise CapscaleError(f"Huber delta must be positive, not {delta}")
+    if not 0 < level < 1:
+        raise CapscaleError(f"interval level must lie in (0, 1), not {level}")
+    settings = FitSettings(delta=delta, space=space, n_bootstrap=n_bootstrap, level=level,
+                           seed=seed, n_jobs=n_jobs, prune=prune, max_starts=max_starts,
+                           heldout=heldout, law_options={k: v for k, v in law_options.items()
+                                                         if v is not None})
+    the_law = make_law(law, df, **law_options)
+    _say(progress, f"fitting {law} ({the_law.n_params} parameters) to {len(df)} runs")
+    ms, obj = fit_once(the_law, df, settings)
+    X = obj.X
+    _say(progress, f"best of {ms.stats['n_starts']} starts in {ms.stats['seconds_batched'] + ms.stats['seconds_polish']:.2f} s")
+
+    spread = _start_spread(the_law, ms)
+
+    samples = None
+    if n_bootstrap > 0:
+        t_b = time.perf_counter()
+        samples = bootstrap(the_law, X, df["loss"].to_numpy(), ms, n=n_bootstrap, seed=seed,
+                            delta=delta, space=space, n_jobs=n_jobs, progress=progress)
+        _say(progress, f"{n_bootstrap} bootstrap refits in {time.perf_counter() - t_b:.2f} s")
+
+    lp = the_law.log_predict(ms.theta[None, :], X)[0]
+    logy = np.log(df["loss"].to_numpy())
+    natural = the_law.to_natural(ms.theta)
+    info = {
+        "schema": SCHEMA,
+        "law": the_law.name,
+        "formula": the_law.formula,
+        "reference": the_law.reference,
+        "params": nest_params(the_law.natural_names, natural.tolist()),
+        "rmse_loss": float(np.sqrt(np.mean((np.exp(lp) - np.exp(logy)) ** 2))),
+        "rmse_log_loss": float(np.sqrt(np.mean((lp - logy) ** 2))),
+        "objective": {"huber_sum": float(ms.value * delta * len(df)),
+                      "huber_mean_abs": float(ms.value)},
+        "settings": {**settings.to_dict(), "n_jobs": n_jobs, "numpy": np.__version__,
+                     "scipy": scipy.__version__, "python": platform.python_version()},
+        "data": {"hash": data_hash(df, _used_columns(df)), "n_runs": len(df),
+                 "ranges": _ranges(df),
+                 "source": df.attrs.get("source", "runs table"),
+                 "report": df.attrs.get("report", {}), "columns": _used_columns(df)},
+        "search": ms.stats,
+        "spread": spread,
+    }
+    result = FitResult(the_law, ms.theta, samples, info)
+    warnings, dead = _term_warnings(the_law, ms.theta, X)
+    lo = hi = None
+    if samples is not None:
+        nat = the_law.to_natural(samples)
+        lo, hi = _percentiles(nat, level)
+        info["intervals"] = nest_params(the_law.natural_names,
+                                        [[float(a), float(b)] for a, b in zip(lo, hi)])
+        warnings += _interval_warnings(the_law, natural, lo, hi, skip=dead)
+    warnings += _search_warnings(the_law, ms, spread, lo, hi, skip=dead)
+    info["derived_eff"] = _derived_eff(result, df)
+    if info["derived_eff"]:
+        eff = {k: v[0] for k, v in info["derived_eff"].items()}
+        info["params"]["eff"] = eff
+        if samples is not None:
+            info["intervals"]["eff"] = {k: [v[1], v[2]] for k, v in info["derived_eff"].items()}
+    if heldout:
+        info["heldout"] = heldout_error(df, law, settings)
+        _say(progress, "held-out fit done")
+    else:
+        info["heldout"] = None
+    info["warnings"] = warnings
+    info["fit_seconds"] = round(time.perf_counter() - t0, 3)
+    return result
+
+
+def _say(progress: bool, msg: str) -> None:
+    if progress:
+        import sys
+
+        print(f"[fit] {msg}", file=sys.stderr, flush=True)
+
+
+def _ranges(df: pd.DataFrame) -> dict:
+    tpp = df["D"] / df["N"]
+    return {"N": [float(df["N"].min()), float(df["N"].max())],
+            "D": [float(df["D"].min()), float(df["D"].max())],
+            "tokens_per_param": [float(tpp.min()), float(tpp.max())]}
+
+
+def _used_columns(df: pd.DataFrame) -> list[str]:
+    wanted = ["N", "D", "loss", "format", "w_format", "a_format", "gmse", "w_gmse", "a_gmse",
+              "gmse_w", "gmse_a", "kind", "w_kind", "a_kind", "kind_w", "kind_a", "bits",
+              "w_bits", "a_bits", "bits_w", "bits_a", "sparsity", "method", "seed"]
+    return [c for c in wanted if c in df.columns]
+
+
+def _derived_eff(result: FitResult, df: pd.DataFrame) -> dict:
+    """Multiplier of every representation in the table (value, lo, hi); for decoupled fits the
+    dense reference shows as exactly 1."""
+    law = result.law
+    if not law.has_eff or law.name == "sparsity":
+        return {}
+    key_cols = getattr(law, "key_columns", None)
+    try:
+        keys = rep.representation_keys(df, key_cols)
+    except CapscaleError:
+        return {}
+    first = pd.Series(range(len(df))).groupby(pd.Series(keys)).first()
+    sub = df.iloc[first.to_numpy()].reset_index(drop=True)
+    pred = result.predict(sub)
+    out = {}
+    for k, (_, row) in zip(first.index, pred.iterrows()):
+        lo = row.get("eff_lo", math.nan)
+        hi = row.get("eff_hi", math.nan)
+        out[k] = (float(row["eff"]), float(lo), float(hi))
+    return out
+
+
+def _start_spread(law: Law, ms) -> dict:
+    """Where the best starts ended: the range of every parameter over the finalists whose
+    objective is within NEAR_BEST of the best."""
+    f = ms.finalist_values
+    near = f <= ms.value * (1 + NEAR_BEST) + 1e-15
+    nat = law.to_natural(ms.finalists[near])
+    ranges = {name: [float(nat[:, j].min()), float(nat[:, j].max())]
+              for j, name in enumerate(law.natural_names)}
+    return {"n_starts": ms.stats["n_starts"], "n_near_best": int(near.sum()),
+            "near_best_ranges": ranges}
+
+
+def _search_warnings(law: Law, ms, spread: dict, lo=None, hi=None, skip=()) -> list[str]:
+    """A flat or multi-modal optimum is a warning in the output, not a secret.
+
+    Flat: the best starts disagree on a parameter by more than half of its bootstrap
+    interval (or by more than 5% without a bootstrap). Multi-modal: another optimum within 1%
+    of the best objective lies outside the interval (or more than 5% away)."""
+    out = []
+    best = law.to_natural(ms.theta)
+    for j, name in enumerate(law.natural_names):
+        if j in skip:
+            continue
+        a, b = spread["near_best_ranges"][name]
+        width = (hi[j] - lo[j]) if lo is not None else 0.1 * abs(best[j])
+        if b - a > 0.5 * max(width, 1e-12):
+            out.append(f"flat optimum: the best starts (within {NEAR_BEST:g} of the best "
+                       f"objective) disagree on {name}: {a:.4g} to {b:.4g}")
+    f = ms.finalist_values
+    second = np.flatnonzero((f > ms.value * (1 + NEAR_BEST)) & (f <= ms.value * 1.01))
+    for i in second[:20]:
+        other = law.to_natural(ms.finalists[i])
+        if lo is not None:
+            outside = (other < lo) | (other > hi)
+        else:
+            outside = np.abs(other - best) > 0.05 * np.maximum(np.abs(best), 1e-12)
+        outside[list(skip)] = False
+        if outside.any():
+            j = int(np.flatnonzero(outside)[0])
+            out.append(f"multi-modal: another optimum within {100 * (f[i] / ms.value - 1):.2g}% "
+                       f"of the best objective has {law.natural_names[j]} = {other[j]:.4g} "
+                       f"(best {best[j]:.4g})")
+            break
+    return out
+
+
+def _interval_warnings(law: Law, best: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                       skip=()) -> list[str]:
+    out = []
+    for j in sorted(set(law.log_params) - set(skip)):
+        name = law.natural_names[j]
+        if lo[j] > 0 and hi[j] / lo[j] > 100:
+            out.append(f"{name} is not identified by these runs: its interval spans "
+                       f"{lo[j]:.3g} to {hi[j]:.3g} (a factor {hi[j] / lo[j]:.3g})")
+    return out
+
+
+def _term_warnings(law: Law, theta: np.ndarray, X) -> tuple[list[str], set[int]]:
+    """A term that is negligible for every run leaves its parameters unidentified; returns
+    the warnings and the indices of those parameters (so that other checks skip them)."""
+    T = [np.broadcast_to(t, (1, X.n))[0] for t in law.terms(theta[None, :], X)]
+    lp = np.logaddexp.reduce(np.stack(T), axis=0)
+    out, dead = [], set()
+    for k, t in enumerate(T):
+        share = float(np.exp(t - lp).max())
+        if share < 1e-3:
+            label = law.term_labels[k] if k < len(law.term_labels) else f"term {k}"
+            out.append(f"the term {label} is below {share:.1e} of the loss for every run: these "
+                       "runs do not identify its parameters (their intervals mean nothing)")
+            if k < len(law.term_params):
+                dead |= set(law.term_params[k])
+    return out, dead
+
+
+# ---------------------------------------------------------------- bootstrap
+
+
+def bootstrap(law: Law, X, loss: np.ndarray, ms, *, n: int = 1000, seed: int = 0,
+              delta: float = 1e-3, space: str = "log", n_jobs: int | None = None,
+              progress: bool = False, max_starts_per_resample: int = 2) -> np.ndarray:
+    """Refit the law to ``n`` resamples of the runs (drawn with replacement) and return the
+    fitted parameter vectors (n, P). Each resample starts from the few best distinct optima
+    of the full fit; all resamples of a worker are solved as one batched L-BFGS problem."""
+    n_runs = len(loss)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_runs, size=(n, n_runs))
+    weights = np.zeros((n, n_runs))
+    np.add.at(weights, (np.repeat(np.arange(n), n_runs), draws.ravel()), 1.0)
+    starts = _bootstrap_starts(ms, max_starts_per_resample)
+    jobs = n_jobs or os.cpu_count() or 1
+    jobs = max(1, min(jobs, n))
+    context = _fork_context()
+    if context is None:
+        jobs = 1
+    chunks = np.array_split(np.arange(n), jobs)
+    args = [(law, X, loss, weights[c], starts, delta, space) for c in chunks]
+    if jobs == 1:
+        results = [_bootstrap_chunk(*args[0])]
+    else:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            results = list(pool.map(_bootstrap_chunk, *zip(*args)))
+    return np.concatenate(results, axis=0)
+
+
+def _fork_context():
+    """Workers are forked: they share the design arrays without pickling, start in
+    milliseconds and use numpy and scipy only. Where fork does not exist the bootstrap runs
+    in this process (spawned workers would re-run the ``capscale`` entry point)."""
+    try:
+        return get_context("fork")
+    except ValueError:
+        return None
+
+
+def _bootstrap_starts(ms, k: int) -> np.ndarray:
+    rows = [ms.theta]
+    for x in ms.finalists:
+        if len(rows) == k:
+            break
+        if all(np.max(np.abs(x - r) / (np.abs(r) + 1e-8)) > 1e-3 for r in rows):
+            rows.append(x)
+    return np.array(rows)
+
+
+def _bootstrap_chunk(law, X, loss, weights, starts, delta, space) -> np.ndarray:
+    B, k = weights.shape[0], starts.shape[0]
+    obj = HuberObjective(law, X, loss, delta=delta, space=space, weights=weights)
+    x0 = np.tile(starts, (B, 1))
+    rows = np.repeat(np.arange(B), k)
+    with single_threaded_blas():
+        res = batched_lbfgs(obj, x0, rows, maxiter=500, ftol=1e-10)
+    f = res.f.reshape(B, k)
+    best = np.argmin(np.where(np.isfinite(f), f, np.inf), axis=1)
+    return res.x.reshape(B, k, -1)[np.arange(B), best]
+
+
+# ---------------------------------------------------------------- held-out error
+
+
+def heldout_error(df: pd.DataFrame, law: str, settings: FitSettings) -> dict:
+    """Leave out the largest model size (sizes within 5% count as one), fit the rest with the
+    same settings (no bootstrap), and predict the runs left out."""
+    groups = size_groups(df["N"].to_numpy())
+    test = groups == groups.max()
+    train_df = df[~test].reset_index(drop=True)
+    test_df = df[test].reset_index(drop=True)
+    rule = "largest model size"
+    base = {"rule": rule, "N": float(test_df["N"].median()), "n_runs": int(test.sum())}
+    try:
+        train_law = make_law(law, train_df, **settings.law_options)
+        ms, _ = fit_once(train_law, train_df, settings)
+    except CapscaleError as e:
+        return {**base, "error": str(e)}
+    keep, skipped = [], []
+    for i in range(len(test_df)):
+        try:
+            train_law.design(test_df.iloc[[i]])
+            keep.append(i)
+        except CapscaleError:
+            skipped.append(i)
+    if not keep:
+        return {**base, "error": "no held-out run has a representation the rest of the table fits"}
+    sub = test_df.iloc[keep].reset_index(drop=True)
+    lp = train_law.log_predict(ms.theta[None, :], train_law.design(sub))[0]
+    y = sub["loss"].to_numpy()
+    err = np.exp(lp) - y
+    out = {**base, "n_runs": len(keep),
+           "rmse_loss": float(np.sqrt(np.mean(err**2))),
+           "rmse_log_loss": float(np.sqrt(np.mean((lp - np.log(y)) ** 2))),
+           "mean_error": float(err.mean()),
+           "max_abs_error": float(np.abs(err).max())}
+    if skipped:
+        keys = rep.representation_keys(test_df.iloc[skipped]) if representation_columns(test_df) else []
+        out["skipped"] = {"n_runs": len(skipped), "why": "representation not in the rest of the table",
+                          "representations": sorted(set(keys))}
+    return out
+
+
+def save_fit(result: FitResult, path: str | os.PathLike) -> Path:
+    result.to_json(path)
+    return Path(path)

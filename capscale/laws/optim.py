@@ -1,0 +1,343 @@
+"""Huber objective and a multi-start L-BFGS that runs all starting points at once.
+
+Chinchilla's Approach 3 refines each of thousands of starting points with L-BFGS and keeps
+the best. Looping over ``scipy.optimize.minimize`` costs one Python round trip per function
+evaluation per start; here the starts are rows of one array and every L-BFGS step (two-loop
+recursion, Armijo backtracking, curvature test) is done for all of them with numpy, so one
+function evaluation serves every start. The few best end points are then polished with
+scipy's L-BFGS-B to tight tolerances, so the winner is a converged scipy optimum.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import minimize
+
+from capscale.laws.forms import Design, Law
+
+
+def single_threaded_blas():
+    """A context in which BLAS runs on one thread.
+
+    The fit makes many thousands of tiny BLAS calls (matrix-vector products, scipy's L-BFGS-B
+    updates). A multi-threaded OpenBLAS wakes its thread pool for each of them, and on a
+    machine whose cores are busy that makes each call up to a hundred times slower.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: without it the fit is still correct, only slower when busy
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+# Parameter vectors are evaluated in blocks whose (rows, n) float64 temporaries stay under
+# glibc's default mmap threshold (128 KiB): larger temporaries are mmap'ed and page-faulted
+# afresh on every allocation, which made evaluation four times slower.
+BLOCK_BYTES = 96 * 1024
+
+
+class HuberObjective:
+    """Σ_i w_i · huber_δ(r_i) / (δ · Σ_i w_i) with r = log L̂ − log L (``space="log"``,
+    Chinchilla's choice) or r = L̂ − L (``space="linear"``).
+
+    Dividing by δ·Σw changes no minimiser and makes the value read as a mean absolute
+    residual wherever |r| > δ, which keeps tolerances meaningful for any δ and table size.
+    ``weights`` (B, n) gives each of B problems its own row weights (bootstrap resamples);
+    ``rows`` then says which problem each parameter vector belongs to.
+    """
+
+    def __init__(self, law: Law, X: Design, loss: np.ndarray, *, delta: float = 1e-3,
+                 space: str = "log", weights: np.ndarray | None = None) -> None:
+        if space not in ("log", "linear"):
+            raise ValueError(f"space must be 'log' or 'linear', not {space!r}")
+        self.law, self.X, self.delta, self.space = law, X, float(delta), space
+        self.y = np.asarray(loss, dtype=np.float64)
+        self.logy = np.log(self.y)
+        w = np.ones((1, X.n)) if weights is None else np.atleast_2d(np.asarray(weights, float))
+        self.weights = w
+        self.norm = 1.0 / (self.delta * w.sum(1))  # (B,)
+        self.n_evals = 0
+
+    def residuals(self, theta: np.ndarray) -> np.ndarray:
+        lp = self.law.log_predict(np.atleast_2d(theta), self.X)
+        return lp - self.logy if self.space == "log" else np.exp(lp) - self.y
+
+    def value(self, theta: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        return self(theta, rows)[0]
+
+    def __call__(self, theta: np.ndarray, rows: np.ndarray | None = None):
+        theta = np.atleast_2d(np.asarray(theta, dtype=np.float64))
+        S = theta.shape[0]
+        if rows is None:
+            rows = np.zeros(S, dtype=int)
+        f = np.empty(S)
+        g = np.empty_like(theta)
+        block = max(4, BLOCK_BYTES // (8 * self.X.n))
+        for lo in range(0, S, block):
+            hi = min(S, lo + block)
+            f[lo:hi], g[lo:hi] = self._block(theta[lo:hi], rows[lo:hi])
+        self.n_evals += S
+        return f, g
+
+    def _block(self, theta, rows):
+        d = self.delta
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            # The terms are logs of loss components (a few units at most at any sensible
+            # point), so exp() needs no max-shift; an overflow far from the data gives a
+            # non-finite value, which the line search rejects. Terms below −700 are clipped:
+            # their exp (< 1e-304) is nothing next to the others, and a subnormal result
+            # sends exp() down a path forty times slower.
+            E = [np.exp(np.clip(t, -700.0, None)) for t in self.law.terms(theta, self.X)]
+            s = E[0] + E[1]
+            for e in E[2:]:
+                s += e
+            if self.space == "log":
+                r = np.log(s)
+                r -= self.logy
+            else:
+                r = s - self.y
+            psi = np.clip(r, -d, d)
+            h = r - 0.5 * psi  # huber(r) = psi·(r − psi/2) for both branches
+            h *= psi
+            if self.weights.shape[0] > 1:
+                w = self.weights[rows]
+                norm = self.norm[rows]
+                f = np.einsum("sn,sn->s", w, h) * norm
+                psi *= w
+                psi *= norm[:, None]
+            else:
+                norm = self.norm[0]
+                f = h.sum(1) * norm
+                psi *= norm
+            if self.space == "log":
+                psi /= s  # d log s / d t_k = E_k / s
+            W = [psi * e for e in E]
+            g = self.law.terms_vjp(theta, self.X, W)
+        bad = ~np.isfinite(f) | ~np.isfinite(g).all(1)
+        f[bad] = np.inf
+        g[bad] = 0.0
+        return f, g
+
+
+@dataclass
+class LbfgsResult:
+    x: np.ndarray
+    f: np.ndarray
+    n_iter: np.ndarray
+    converged: np.ndarray
+
+
+def batched_lbfgs(fun, x0: np.ndarray, rows: np.ndarray | None = None, *, maxiter: int = 500,
+                  memory: int = 10, ftol: float = 1e-12, gtol: float = 1e-10,
+                  max_linesearch: int = 40) -> LbfgsResult:
+    """Minimise ``fun`` from every row of ``x0`` at once with L-BFGS.
+
+    ``fun(X, rows) -> (f (S,), g (S, P))``. Each start keeps its own curvature pairs, step
+    length and stopping state; a start stops when its relative decrease falls below ``ftol``
+    or its gradient's max-norm below ``gtol``, when no step satisfies the Armijo condition,
+    or at ``maxiter``. Starts that evaluate to a non-finite value are dropped at once.
+    """
+    x = np.array(x0, dtype=np.float64)
+    S, P = x.shape
+    rows = np.zeros(S, dtype=int) if rows is None else np.asarray(rows)
+    f, g = fun(x, rows)
+    active = np.isfinite(f)
+    m = memory
+    s_mem = np.zeros((S, m, P))
+    y_mem = np.zeros((S, m, P))
+    rho = np.zeros((S, m))
+    gamma = np.zeros(S)  # initial inverse-Hessian scale per start; 0 = no pair yet
+    nit = np.zeros(S, dtype=int)
+    converged = np.zeros(S, dtype=bool)
+    c1 = 1e-4
+    for k in range(maxiter):
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
+            break
+        gi, Sm, Ym, R = g[idx], s_mem[idx], y_mem[idx], rho[idx]
+        # two-loop recursion, newest pair first
+        q = gi.copy()
+        order = [(k - 1 - j) % m for j in range(m)]
+        alphas = []
+        for j in order:
+            a = R[:, j] * np.einsum("sp,sp->s", Sm[:, j], q)
+            q -= a[:, None] * Ym[:, j]
+            alphas.append(a)
+        gnorm = np.linalg.norm(gi, axis=1)
+        first = 0.1 / np.maximum(gnorm, 1e-300)
+        r = np.where(gamma[idx] > 0, gamma[idx], first)[:, None] * q
+        for j, a in zip(reversed(order), reversed(alphas)):
+            b = R[:, j] * np.einsum("sp,sp->s", Ym[:, j], r)
+            r += Sm[:, j] * (a - b)[:, None]
+        d = -r
+        gd = np.einsum("sp,sp->s", gi, d)
+        reset = ~(gd < 0)
+        if reset.any():  # not a descent direction: forget the curvature pairs
+            d[reset] = -gi[reset] * first[reset, None]
+            gd[reset] = np.einsum("sp,sp->s", gi[reset], d[reset])
+            rho[idx[reset]] = 0.0
+            gamma[idx[reset]] = 0.0
+        # Armijo backtracking with quadratic interpolation, pending starts evaluated together
+        t = np.ones(idx.size)
+        x_new = np.empty((idx.size, P))
+        f_new = np.full(idx.size, np.inf)
+        g_new = np.zeros((idx.size, P))
+        pending = np.arange(idx.size)
+        fi = f[idx]
+        for _ in range(max_linesearch):
+            if pending.size == 0:
+                break
+            tp = t[pending]
+            xt = x[idx[pending]] + tp[:, None] * d[pending]
+            ft, gt = fun(xt, rows[idx[pending]])
+            gdp = gd[pending]
+            ok = ft <= fi[pending] + c1 * tp * gdp
+            acc = pending[ok]
+            x_new[acc], f_new[acc], g_new[acc] = xt[ok], ft[ok], gt[ok]
+            # minimiser of the quadratic through f(0), f'(0) and f(t), kept in [0.1t, 0.5t]
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                curv = ft - fi[pending] - gdp * tp
+                t_q = -gdp * tp * tp / (2.0 * curv)
+            t_q = np.where(np.isfinite(t_q), t_q, 0.1 * tp)
+            t[pending] = np.clip(t_q, 0.1 * tp, 0.5 * tp)
+            pending = pending[~ok]
+        stalled = np.zeros(idx.size, dtype=bool)
+        stalled[pending] = True
+        moved = ~stalled
+        im = idx[moved]
+        sv = x_new[moved] - x[im]
+        yv = g_new[moved] - g[im]
+        sy = np.einsum("sp,sp->s", sv, yv)
+        yy = np.einsum("sp,sp->s", yv, yv)
+        with np.errstate(all="ignore"):
+            good = (sy > 1e-12 * np.sqrt(np.einsum("sp,sp->s", sv, sv) * yy)) & (yy > 1e-300)
+            good &= np.isfinite(sy / yy)
+        slot = k % m
+        s_mem[im, slot] = sv
+        y_mem[im, slot] = yv
+        rho[im, slot] = np.where(good, 1.0 / np.where(good, sy, 1.0), 0.0)
+        gamma[im[good]] = sy[good] / yy[good]
+        f_old = f[im]
+        x[im], f[im], g[im] = x_new[moved], f_new[moved], g_new[moved]
+        nit[im] += 1
+        scale = np.maximum(np.maximum(np.abs(f_old), np.abs(f[im])), 1e-300)
+        done = ((f_old - f[im]) <= ftol * scale) | (np.abs(g[im]).max(1) <= gtol)
+        converged[im[done]] = True
+        active[im[done]] = False
+        active[idx[stalled]] = False
+        converged[idx[stalled]] = True  # no descent step exists at machine precision
+    return LbfgsResult(x=x, f=f, n_iter=nit, converged=converged)
+
+
+LOG_BOUNDS = (-40.0, 80.0)
+
+
+def scipy_polish(obj: HuberObjective, x0: np.ndarray, maxiter: int = 5000):
+    """Polish one point with scipy's L-BFGS-B at tight tolerances.
+
+    Log-scale parameters are boxed to [e^−40, e^80]: far outside any real fit, but it stops
+    a term that contributes nothing (say E → 0) from drifting towards −∞ for thousands of
+    iterations.
+    """
+    log_idx = obj.law.log_params
+    bounds = [LOG_BOUNDS if j in log_idx else (None, None) for j in range(len(x0))]
+    x0 = np.array(x0, dtype=np.float64)
+    for j in log_idx:
+        x0[j] = np.clip(x0[j], *LOG_BOUNDS)
+
+    def fg(x):
+        f, g = obj(x[None, :])
+        return float(f[0]), g[0]
+
+    res = minimize(fg, x0, jac=True, method="L-BFGS-B", bounds=bounds,
+                   options={"maxiter": maxiter, "maxcor": 20, "ftol": 1e-15, "gtol": 1e-12})
+    return res.x, float(res.fun), res
+
+
+@dataclass
+class MultiStartResult:
+    theta: np.ndarray  # the winner (P,)
+    value: float
+    finalists: np.ndarray  # (K, P) end points of the starts that ran to convergence, best first
+    finalist_values: np.ndarray  # (K,)
+    stats: dict = field(default_factory=dict)
+
+
+def multistart(obj: HuberObjective, starts: np.ndarray, *,
+               schedule: tuple[tuple[int, float], ...] = ((10, 0.1), (40, 0.1)),
+               min_keep: int = 64, maxiter: int = 400, ftol: float = 1e-10, n_polish: int = 8,
+               prune: bool = True) -> MultiStartResult:
+    """Refine every starting point with batched L-BFGS and return the best optimum.
+
+    With ``prune`` (the default) this is successive halving: for each ``(iterations,
+    fraction)`` of ``schedule``, all surviving starts take that many more L-BFGS iterations
+    and only the best ``fraction`` of them (at least ``min_keep``) go on; the survivors then
+    run to convergence (``ftol``, ``maxiter``). A start still far behind after tens of
+    quasi-Newton steps sits in another basin, or is drifting into a flat region, and does not
+    win. With ``prune=False`` every start runs to convergence. The ``n_polish`` best distinct
+    end points within 5% of the best objective are polished with scipy's L-BFGS-B; the best
+    polished point wins and replaces its unpolished self among the finalists.
+    """
+    with single_threaded_blas():
+        return _multistart(obj, starts, schedule, min_keep, maxiter, ftol, n_polish, prune)
+
+
+def _multistart(obj, starts, schedule, min_keep, maxiter, ftol, n_polish, prune):
+    t0 = time.perf_counter()
+    starts = np.asarray(starts, dtype=np.float64)
+    n0 = obj.n_evals
+    x, iters = starts, np.zeros(len(starts), dtype=int)
+    rounds = schedule if prune else ()
+    for n_iter, fraction in rounds:
+        if len(x) <= min_keep:
+            break
+        res = batched_lbfgs(obj, x, maxiter=n_iter, ftol=ftol)
+        n_keep = max(min_keep, int(round(fraction * len(x))))
+        order = np.argsort(res.f, kind="stable")[:n_keep]
+        order = order[np.isfinite(res.f[order])]
+        x, iters = res.x[order], iters[order] + res.n_iter[order]
+    res = batched_lbfgs(obj, x, maxiter=maxiter, ftol=ftol)
+    x_end, f_end, iters = res.x, res.f, iters + res.n_iter
+    if not np.isfinite(f_end).any():
+        from capscale.errors import CapscaleError
+
+        raise CapscaleError(
+            "no starting point gave a finite fit objective; the law cannot describe these runs"
+        )
+    t1 = time.perf_counter()
+    order = np.argsort(f_end, kind="stable")
+    order = order[np.isfinite(f_end[order])]
+    x_end, f_end = x_end[order], f_end[order]
+    near = np.flatnonzero(f_end <= f_end[0] * 1.05 + 1e-12)
+    for i in _distinct(x_end, near, n_polish):
+        xp, fp, _ = scipy_polish(obj, x_end[i])
+        if np.isfinite(fp) and fp <= f_end[i]:
+            x_end[i], f_end[i] = xp, fp
+    order = np.argsort(f_end, kind="stable")
+    x_end, f_end = x_end[order], f_end[order]
+    stats = {
+        "n_starts": int(len(starts)),
+        "n_converged_runs": int(len(x)),
+        "pruned": bool(rounds) and len(x) < len(starts),
+        "median_iterations": float(np.median(iters)),
+        "function_evaluations_per_start": (obj.n_evals - n0) / max(1, len(starts)),
+        "seconds_batched": round(t1 - t0, 4),
+        "seconds_polish": round(time.perf_counter() - t1, 4),
+    }
+    return MultiStartResult(theta=x_end[0].copy(), value=float(f_end[0]), finalists=x_end,
+                            finalist_values=f_end, stats=stats)
+
+
+def _distinct(x: np.ndarray, candidates: np.ndarray, k: int, rtol: float = 1e-6) -> list[int]:
+    """Up to k indices among ``candidates`` (best first) whose rows of x differ."""
+    out: list[int] = []
+    for i in candidates:
+        if all(np.max(np.abs(x[i] - x[o]) / (np.abs(x[o]) + 1e-8)) > rtol for o in out):
+            out.append(int(i))
+        if len(out) == k:
+            break
+    return out

@@ -1,0 +1,142 @@
+"""Predictions from a fitted law: loss with intervals, the dense-equivalent size, and the
+compute-optimal allocation of a budget between parameters and tokens."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+
+from capscale.errors import CapscaleError
+from capscale.laws.fit import FitResult, _percentiles
+from capscale.laws.forms import ChinchillaLaw, SparsityLaw
+
+
+def query_table(fit: FitResult, N=None, D=None, *, format: str | None = None,
+                w_format: str | None = None, a_format: str | None = None,
+                **columns) -> pd.DataFrame:
+    """A runs table for ``fit`` to predict: every combination of the given N and D values,
+    with the representation in the columns the fit was made with.
+
+    A fit on a ``w_format``/``a_format`` table accepts ``format=SPEC`` as shorthand for the
+    same spec on weights and activations. Extra ``columns`` (``gmse=...``, ``sparsity=...``,
+    ``method=...``) are copied into every row.
+    """
+    cols = fit.info["data"].get("columns", [])
+    Ns = np.atleast_1d(np.asarray(N if N is not None else [1.0], dtype=np.float64))
+    Ds = np.atleast_1d(np.asarray(D if D is not None else [1.0], dtype=np.float64))
+    if (Ns <= 0).any() or (Ds <= 0).any():
+        raise CapscaleError("N and D must be positive")
+    rows = [{"N": n, "D": d} for n, d in itertools.product(Ns, Ds)]
+    df = pd.DataFrame(rows)
+    if "w_format" in cols or "a_format" in cols:
+        if format is not None and (w_format is not None or a_format is not None):
+            raise CapscaleError("give --format, or --w and --a, not both")
+        df["w_format"] = w_format if w_format is not None else (format or "none")
+        df["a_format"] = a_format if a_format is not None else (format or "none")
+    elif "format" in cols:
+        if w_format is not None or a_format is not None:
+            raise CapscaleError("this fit was made on a table with one 'format' per run: give --format")
+        df["format"] = format or "none"
+    elif format or w_format or a_format:
+        raise CapscaleError(f"law {fit.law.name!r} was fitted without formats; drop --format")
+    for k, v in columns.items():
+        if v is not None:
+            df[k] = v
+    df["loss"] = 1.0  # placeholder so the table validates; never read
+    return df
+
+
+def predict(fit: FitResult, N, D, *, level: float | None = None, **representation) -> pd.DataFrame:
+    """Loss at each (N, D) for one representation, with bootstrap intervals, the
+    effective-parameter multiplier and the dense model size with the same loss."""
+    q = query_table(fit, N, D, **representation)
+    out = fit.predict(q, level)
+    res = q.drop(columns=["loss"]).copy()
+    for c in out.columns:
+        res[c] = out[c].to_numpy()
+    if "eff" in res:
+        res["N_dense_equivalent"] = res["N"] * res["eff"]
+        if "eff_lo" in res:
+            res["N_dense_equivalent_lo"] = res["N"] * res["eff_lo"]
+            res["N_dense_equivalent_hi"] = res["N"] * res["eff_hi"]
+    return res
+
+
+def _power_form(law, theta: np.ndarray, X) -> tuple[np.ndarray, ...]:
+    """(A', α, B, β, E) per parameter vector and run such that L = A'·N^(−α) + B·D^(−β) + E,
+    for the laws whose multiplier does not depend on N or D."""
+    theta = np.atleast_2d(theta)
+    nat = law.to_natural(theta)
+    if isinstance(law, ChinchillaLaw):
+        le = np.broadcast_to(law.log_eff(theta[:, 5:], X), (theta.shape[0], X.n))
+        alpha = nat[:, 1:2]
+        A = nat[:, 0:1] * np.exp(-alpha * le)
+        return A, alpha, nat[:, 2:3], nat[:, 3:4], nat[:, 4:5]
+    if isinstance(law, SparsityLaw):
+        a, b, c = nat[:, 0:1], nat[:, 1:2], nat[:, 2:3]
+        A = a * np.exp(b * X.extra["log1mS"][None, :]) + c
+        return A, nat[:, 3:4], nat[:, 4:5], nat[:, 5:6], nat[:, 6:7]
+    raise CapscaleError(f"compute-optimal allocation is not available for law {law.name!r}")
+
+
+def compute_optimal(fit: FitResult, compute, *, flops_per_param_token: float = 6.0,
+                    level: float | None = None, **representation) -> pd.DataFrame:
+    """The N and D = C/(k·N) that minimise the fitted loss at compute C (k = 6 FLOPs per
+    parameter and token by default), for one representation, with bootstrap intervals.
+
+    For L = A'·N^(−α) + B·D^(−β) + E the optimum is closed-form:
+    N* = (α·A' / (β·B))^(1/(α+β)) · (C/k)^(β/(α+β)). N counts the model's parameters (for
+    the sparsity law, its non-zero parameters); the compressed format enters through A'.
+    """
+    Cs = np.atleast_1d(np.asarray(compute, dtype=np.float64))
+    if (Cs <= 0).any():
+        raise CapscaleError("compute budgets must be positive")
+    q = query_table(fit, [1.0], [1.0], **representation)
+    X = fit.law.design(q)
+    level = level or fit.info["settings"]["interval_level"]
+
+    def solve(theta):
+        A, a, B, b, E = (np.broadcast_to(v, (np.atleast_2d(theta).shape[0], 1))[:, 0]
+                         for v in _power_form(fit.law, theta, X))
+        with np.errstate(all="ignore"):
+            G = (a * A / (b * B)) ** (1.0 / (a + b))
+            CN = Cs[None, :] / flops_per_param_token
+            N = G[:, None] * CN ** (b / (a + b))[:, None]
+            D = CN / N
+            L = A[:, None] * N ** -a[:, None] + B[:, None] * D ** -b[:, None] + E[:, None]
+        return N, D, L
+
+    N, D, L = solve(fit.theta[None, :])
+    res = pd.DataFrame({"C": Cs, "N_opt": N[0], "D_opt": D[0], "loss": L[0],
+                        "tokens_per_param": D[0] / N[0]})
+    if fit.samples is not None and len(fit.samples):
+        Nb, Db, Lb = solve(fit.samples)
+        for name, arr in (("N_opt", Nb), ("D_opt", Db), ("loss", Lb)):
+            lo, hi = _percentiles(arr, level, axis=0)
+            res[f"{name}_lo"], res[f"{name}_hi"] = lo, hi
+    for k, v in representation.items():
+        if v is not None:
+            res[k] = v
+    res.attrs["warnings"] = _extrapolation_warnings(fit, res)
+    return res
+
+
+def _extrapolation_warnings(fit: FitResult, res: pd.DataFrame) -> list[str]:
+    """Say when an optimum lies outside what the fitted runs covered."""
+    ranges = fit.info["data"].get("ranges")
+    if not ranges:
+        return []
+    out = []
+    lo, hi = ranges["tokens_per_param"]
+    tpp = res["tokens_per_param"]
+    if (tpp < lo / 2).any() or (tpp > hi * 2).any():
+        out.append(f"the optimum's tokens per parameter ({tpp.min():.3g} to {tpp.max():.3g}) lie "
+                   f"far outside the fitted runs' ({lo:.3g} to {hi:.3g}): an extrapolation the "
+                   "runs do not support")
+    nlo, nhi = ranges["N"]
+    if (res["N_opt"] > 10 * nhi).any():
+        out.append(f"the optimal N reaches {res['N_opt'].max():.3g}, more than 10x the largest "
+                   f"fitted model ({nhi:.3g})")
+    return out

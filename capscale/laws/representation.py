@@ -1,0 +1,197 @@
+"""What the laws need to know about a run's representation: its key, whether it is dense,
+its parts and, per part, the GMSE, compression kind and bits per value.
+
+Specs are looked up lazily in ``capscale.formats`` / ``capscale.capacity``; a table may
+instead carry the numbers itself (``gmse``, ``w_gmse``, ``kind``, ``w_bits``, ...), which is
+how foreign data with free labels is fitted.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import pandas as pd
+
+from capscale.errors import CapscaleError
+from capscale.laws.table import representation_columns
+
+DENSE_ALIASES = {"none", "dense", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32",
+                 "nocompression"}
+DENSE_BITS = 16.0
+KEY_SEPARATOR = "/"
+
+
+def is_dense(spec: str | None) -> bool:
+    """True for the uncompressed representation (``none`` and its aliases)."""
+    if spec is None:
+        return True
+    s = str(spec).strip().lower()
+    if s in DENSE_ALIASES:
+        return True
+    fmt = _try_parse(s)
+    return bool(fmt is not None and getattr(fmt, "is_identity", False))
+
+
+@functools.lru_cache(maxsize=4096)
+def _try_parse(spec: str):
+    try:
+        from capscale.formats import parse_format
+    except ImportError:
+        return None
+    try:
+        return parse_format(spec)
+    except (CapscaleError, ValueError):
+        return None
+
+
+def _parse(spec: str, what: str):
+    try:
+        from capscale.formats import parse_format
+    except ImportError as e:
+        raise CapscaleError(
+            f"the {what} of format {spec!r} needs capscale.formats, which is not available here; "
+            f"give it as a column instead"
+        ) from e
+    return parse_format(spec)
+
+
+@functools.lru_cache(maxsize=4096)
+def spec_gmse(spec: str) -> float:
+    """GMSE of a format spec from the capacity probe (cached)."""
+    if is_dense(spec):
+        return 0.0
+    try:
+        from capscale.capacity import gmse
+    except ImportError as e:
+        raise CapscaleError(
+            f"the GMSE of format {spec!r} needs capscale.capacity, which is not available here; "
+            "add a gmse column (or w_gmse / a_gmse) to the runs table"
+        ) from e
+    return float(gmse(spec).gmse)
+
+
+@functools.lru_cache(maxsize=4096)
+def spec_kind(spec: str) -> str:
+    """Compression type of a spec (``scalar``, ``sparse``, ``sparse+scalar``, ``vector``, ...)."""
+    if is_dense(spec):
+        return "dense"
+    return str(_parse(spec, "compression kind").kind)
+
+
+@functools.lru_cache(maxsize=4096)
+def spec_bits(spec: str) -> float:
+    """Honest storage bits per value of a spec (16 for dense bf16)."""
+    if is_dense(spec):
+        return DENSE_BITS
+    bits = float(_parse(spec, "bits per value").bits_per_value)
+    if not math.isfinite(bits):
+        raise CapscaleError(f"format {spec!r} has no storage cost (noise injection): no bits per value")
+    return bits
+
+
+def split_components(spec: str) -> list[str]:
+    """``sparse0.5+int4:had`` -> [``sparse0.5``, ``int4:had``]: the parts of a composition."""
+    return [p for p in str(spec).split("+") if p]
+
+
+def part_columns(df: pd.DataFrame) -> list[str]:
+    cols = representation_columns(df)
+    if not cols:
+        raise CapscaleError(
+            "this law needs the representation of every run: a 'format' column, or "
+            f"'w_format' and 'a_format'; the table has {list(df.columns)}"
+        )
+    return cols
+
+
+def _companion(df: pd.DataFrame, part_col: str, what: str) -> str | None:
+    """The column holding ``what`` (gmse, kind, bits) for a part: ``w_format`` -> ``w_gmse``
+    (or ``gmse_w``, as the trainer's result records name it); ``format`` -> ``gmse``."""
+    names = [part_col.replace("format", what)]
+    if part_col != "format":
+        names.append(f"{what}_{part_col[0]}")
+    return next((n for n in names if n in df.columns), None)
+
+
+def representation_keys(df: pd.DataFrame, key_columns: list[str] | None = None) -> list[str]:
+    """One key per row naming its representation: the spec (``format`` tables), ``w/a`` (e.g.
+    ``int4:had/none``), or the values of ``key_columns`` joined by ``/``."""
+    cols = key_columns or part_columns(df)
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise CapscaleError(f"eff key column(s) {missing} are not in the table {list(df.columns)}")
+    values = df[cols].astype(str).to_numpy()
+    return [KEY_SEPARATOR.join(row) for row in values]
+
+
+def dense_rows(df: pd.DataFrame) -> np.ndarray:
+    """Rows whose every part is uncompressed."""
+    cols = part_columns(df)
+    return np.array([all(is_dense(row[c]) for c in cols) for _, row in df[cols].iterrows()],
+                    dtype=bool)
+
+
+def part_table(df: pd.DataFrame, *, split_composed: bool = False) -> list[dict]:
+    """The compressed parts of each run, for the capacity law.
+
+    Returns one dict per part slot: ``{"name", "gmse" (n,), "kind" (n,) object}``, where a
+    dense part has gmse 0 and kind ``dense``. With ``split_composed``, a composed spec
+    (``2:4+int4``) counts as several parts whose capacities multiply.
+    """
+    cols = part_columns(df)
+    slots: list[dict] = []
+    for col in cols:
+        specs = df[col].astype(str).tolist()
+        gcol, kcol = _companion(df, col, "gmse"), _companion(df, col, "kind")
+        given_g = pd.to_numeric(df[gcol], errors="coerce").to_numpy(np.float64) if gcol else None
+        given_k = df[kcol].astype(object).to_numpy() if kcol else None
+        n_comp = max(len(split_components(s)) for s in specs) if split_composed else 1
+        for j in range(n_comp):
+            g = np.zeros(len(specs))
+            kinds = np.empty(len(specs), dtype=object)
+            for i, spec in enumerate(specs):
+                comps = split_components(spec) if split_composed else [spec]
+                if is_dense(spec) or j >= len(comps):
+                    kinds[i] = "dense"
+                    continue
+                part = comps[j]
+                if split_composed and len(comps) > 1:
+                    g[i], kinds[i] = spec_gmse(part), spec_kind(part)
+                    continue
+                if given_g is not None and np.isfinite(given_g[i]):
+                    g[i] = given_g[i]
+                else:
+                    g[i] = spec_gmse(part)
+                if given_k is not None and isinstance(given_k[i], str) and given_k[i]:
+                    kinds[i] = given_k[i]
+                else:
+                    kinds[i] = spec_kind(part)
+            name = col if n_comp == 1 else f"{col}[{j}]"
+            slots.append({"name": name, "gmse": g, "kind": kinds})
+    for slot in slots:
+        comp = slot["kind"] != "dense"
+        bad = comp & ~((slot["gmse"] > 0) & (slot["gmse"] < 1))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise CapscaleError(
+                f"{slot['name']}: GMSE must lie in (0, 1) for a compressed representation; "
+                f"row {i} has {slot['gmse'][i]!r} ({int(bad.sum())} such rows)"
+            )
+    return slots
+
+
+def part_bits(df: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Bits per value of each part (``w_bits`` etc. when given, else from the spec)."""
+    out = {}
+    for col in part_columns(df):
+        bcol = _companion(df, col, "bits")
+        specs = df[col].astype(str).tolist()
+        given = pd.to_numeric(df[bcol], errors="coerce").to_numpy(np.float64) if bcol else None
+        out[col] = np.array(
+            [given[i] if given is not None and np.isfinite(given[i]) else spec_bits(s)
+             for i, s in enumerate(specs)],
+            dtype=np.float64,
+        )
+    return out
