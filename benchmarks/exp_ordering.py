@@ -71,17 +71,17 @@ def unigram_entropy(data: str, tokenizer: str) -> float:
 def table(args) -> str:
     from capscale.train import load_result
 
-    lines = ["| representation | grad | seeds | val loss (mean ± sd) | per seed |", "|---|---|---|---|---|"]
-    for label, _w, _a, grad, seeds in CONFIGS:
-        losses = []
-        for s in seeds:
-            r = load_result(run_dir(Path(args.root), label, s))
-            if r is not None and r["loss"] is not None:
-                losses.append(r["loss"])
-        if not losses:
+    lines = ["| representation | weights | activations | gradient rules (w; a) | seeds | "
+             "val loss (mean ± sd) | per seed |", "|---|---|---|---|---|---|---|"]
+    for label, w, a, _grad, seeds in CONFIGS:
+        results = [load_result(run_dir(Path(args.root), label, s)) for s in seeds]
+        results = [r for r in results if r is not None and r["loss"] is not None]
+        if not results:
             continue
+        losses = [r["loss"] for r in results]
+        rules = f"{results[0].get('w_rules') or '—'}; {results[0].get('a_rules') or '—'}"
         sd = f" ± {np.std(losses, ddof=1):.4f}" if len(losses) > 1 else ""
-        lines.append(f"| {label} | {grad} | {len(losses)} | {np.mean(losses):.4f}{sd} | "
+        lines.append(f"| {label} | {w} | {a} | {rules} | {len(losses)} | {np.mean(losses):.4f}{sd} | "
                      + ", ".join(f"{x:.4f}" for x in losses) + " |")
     return "\n".join(lines)
 
@@ -94,8 +94,8 @@ def main() -> None:
     p.add_argument("--data", default="builtin:wiki")
     p.add_argument("--tokenizer", default="train:spm:4096")
     p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--batch-tokens", type=int, default=16384)
-    p.add_argument("--tokens", type=int, default=2_000_000)
+    p.add_argument("--batch-tokens", type=int, default=4096)
+    p.add_argument("--tokens", type=int, default=3_000_000)
     p.add_argument("--table-only", action="store_true")
     args = p.parse_args()
     if not args.table_only:

@@ -76,6 +76,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--grad-clip", type=float, default=1.0)
     g.add_argument("--warmup-frac", type=float, default=0.1)
     g.add_argument("--warmup", default="cos", choices=("cos", "linear"))
+    g.add_argument("--beta1", type=float, default=0.9)
+    g.add_argument("--beta2", type=float, default=0.95)
+    g.add_argument("--eps", type=float, default=1e-8)
+    g.add_argument("--initial-lr-frac", type=float, default=0.01, help="warm-up starts at LR x this")
+    g.add_argument("--final-lr-frac", type=float, default=0.1, help="the cosine ends at LR x this")
 
     g = p.add_argument_group("evaluation and checkpoints")
     g.add_argument("--eval-every", type=int, help="validate every k steps (default: 10 times per run)")
@@ -122,12 +127,41 @@ def config_from_args(args):
         micro_batch=args.micro_batch, tokens_per_param=args.tokens_per_param, tokens=args.tokens,
         steps=args.steps, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay,
         grad_clip=args.grad_clip, warmup_frac=args.warmup_frac, warmup=args.warmup,
+        beta1=args.beta1, beta2=args.beta2, eps=args.eps, initial_lr_frac=args.initial_lr_frac,
+        final_lr_frac=args.final_lr_frac,
         eval_every=args.eval_every, val_tokens=args.val_tokens, ckpt_every=args.ckpt_every,
         keep_checkpoints=args.keep_checkpoints, seed=args.seed, device=args.device,
         dtype=args.dtype, compile=args.compile, log_every=args.log_every,
         progress=not args.no_progress, tensorboard=args.tensorboard, wandb_project=args.wandb,
         out=args.out or default_out(args),
     )
+
+
+def to_argv(cfg) -> list[str]:
+    """The ``capscale train`` arguments that reproduce ``cfg`` (non-default settings only),
+    for launchers that start runs as processes (torchrun, SLURM)."""
+    from dataclasses import fields
+
+    from capscale.train import TrainConfig
+
+    default = TrainConfig()
+    flags = {"w_format": "--w", "a_format": "--a", "wandb_project": "--wandb"}
+    argv: list[str] = []
+    for f in fields(TrainConfig):
+        value = getattr(cfg, f.name)
+        if value == getattr(default, f.name) and f.name != "size":
+            continue
+        flag = flags.get(f.name, "--" + f.name.replace("_", "-"))
+        if f.name == "size":
+            if value is not None:
+                argv += [flag, value]
+        elif f.name == "progress":
+            argv.append("--no-progress")
+        elif isinstance(value, bool):
+            argv.append(flag)
+        else:
+            argv += [flag, str(value)]
+    return argv
 
 
 def run(args) -> int:

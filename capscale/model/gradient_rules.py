@@ -10,7 +10,9 @@ forward pass from x and x̂ and applied to the gradient in the backward pass:
   gradient where |x̂ − x| exceeds the trust radius times the RMS scale, by default half a
   quantization step of the RMS-normalised grid, so that only values the grid can
   represent up to rounding pass gradient. At one bit the papers use the clip variant with
-  scale 1.3 instead, and so does this rule.
+  scale 1.3 instead, and so does this rule. Grids scaled by their absmax or an MSE-searched
+  clip use half the widest gap of the scaled grid; block formats with power-of-two shared
+  scales (MX, NVFP4) have no such radius and pass gradients straight through.
 * ``clip`` — zero the gradient where |x| lies beyond ``clip_scale`` times the outermost
   grid level (QuEST's ClipQuantizer).
 * Sparse masks (unified paper, arXiv 2506.01863, Sec. 5.2 and App. F.3) for magnitude

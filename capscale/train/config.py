@@ -107,6 +107,13 @@ class TrainConfig:
             raise CapscaleError(f"dtype {self.dtype!r}: use auto, fp32 or bf16")
         if not 0.0 <= self.warmup_frac < 1.0:
             raise CapscaleError(f"warmup-frac={self.warmup_frac}: must lie in [0, 1)")
+        # bad format specs and gradient-rule settings fail here, before any data is read
+        from capscale.formats import parse_format
+        from capscale.model.compressed_linear import grad_rule_from_config
+
+        parse_format(self.w_format)
+        parse_format(self.a_format)
+        grad_rule_from_config(self)
 
     def to_dict(self) -> dict:
         return asdict(self)

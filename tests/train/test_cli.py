@@ -53,3 +53,15 @@ def test_capscale_train_end_to_end_on_the_embedded_corpus(tmp_path, monkeypatch,
     assert main(argv) == 2  # the folder holds a run: without --resume it is a user error
     assert "--resume" in capsys.readouterr().err
     assert main([*argv, "--resume"]) == 0  # finished: prints the existing result
+
+
+def test_to_argv_round_trips_a_config():
+    from capscale.train import TrainConfig
+
+    cfg = TrainConfig(size="1M", w_format="sparse0.5+int4:had", a_format="int8", grad="ste",
+                      sparse_grad="a-b-rms", sparse_area=0.3, tokens=3_000_000, lr=2e-3,
+                      optimizer="amsgrad", beta2=0.99, compile=True, progress=False,
+                      seed=4, out="runs/x", val_fraction=0.1, trust_radius=0.25)
+    assert cli.config_from_args(_parse(*cli.to_argv(cfg))) == cfg
+    custom = TrainConfig(size=None, n_layer=3, n_embd=64, n_head=2, out="runs/y")
+    assert cli.config_from_args(_parse(*cli.to_argv(custom))) == custom

@@ -33,6 +33,7 @@ def test_custom_shape_takes_the_nearest_rungs_lr():
 @pytest.mark.parametrize("bad", [
     {"batch_tokens": 1000, "seq_len": 512}, {"micro_batch": 3, "batch_tokens": 512 * 8},
     {"size": "7M"}, {"size": None}, {"optimizer": "sgd"}, {"lr": -1.0}, {"steps": 0},
+    {"w_format": "int9"}, {"a_format": "sparse2"}, {"sparse_grad": "magic"}, {"sparse_p": 0.9},
 ])
 def test_config_errors(bad):
     with pytest.raises(CapscaleError):
