@@ -24,6 +24,9 @@ COMMANDS = {
     "predict": "predict",
     "compare": "compare",
     "train": "train",
+    "sweep": "sweep",
+    "report": "report",
+    "demo": "demo",
 }
 
 
