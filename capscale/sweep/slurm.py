@@ -4,8 +4,9 @@ array), or as a plain ``sbatch`` array script for clusters without it.
 Every job runs :mod:`capscale.sweep.worker` on one node with ``gpus_per_run`` GPUs (one
 ``torchrun`` process per GPU when there are several). Jobs are safe to resubmit: a job whose
 run has finished returns at once, and one whose run is held by a job still running leaves it
-alone; an unfinished run resumes from its latest checkpoint, so a job that hit its time limit
-continues in the next submission.
+alone; an unfinished run resumes from its latest checkpoint. Through submitit, a job that
+reaches its time limit is requeued and continues from its latest checkpoint by itself; an
+``sbatch`` array task continues when the sweep is submitted again.
 
 ``[slurm]`` keys (all optional): ``partition``, ``account``, ``qos``, ``constraint``,
 ``timeout_min`` (default 1440), ``cpus_per_gpu`` (default 8), ``mem_gb`` (per job),
@@ -120,16 +121,6 @@ def write_sbatch(slurm: dict, sweep_name: str, manifest: Path, names: list[str],
     return atomic_write_text(path, sbatch_script(slurm, sweep_name, manifest, names, gpus_per_run))
 
 
-def _job(manifest: str, name: str, nproc: int) -> int:
-    """What a submitit job runs (top level, so that it pickles by reference)."""
-    from capscale.sweep.worker import run_worker
-
-    rc = run_worker(manifest, name, nproc)
-    if rc not in (0, 75):
-        raise RuntimeError(f"run {name} failed with exit status {rc}")
-    return rc
-
-
 def submitit_executor(slurm: dict, sweep_name: str, root: Path, gpus_per_run: int):
     try:
         import submitit
@@ -163,12 +154,14 @@ def submit(slurm: dict, sweep_name: str, manifest: Path, names: list[str], gpus_
         return []
     root = manifest.parent
     executor = submitit_executor(slurm, sweep_name, root, gpus_per_run)
+    from capscale.sweep.slurm_job import RunJob
+
     nproc = max(1, gpus_per_run)
     if slurm.get("array", True):
         with executor.batch():
-            jobs = [executor.submit(_job, str(manifest), n, nproc) for n in names]
+            jobs = [executor.submit(RunJob(), str(manifest), n, nproc) for n in names]
     else:
-        jobs = [executor.submit(_job, str(manifest), n, nproc) for n in names]
+        jobs = [executor.submit(RunJob(), str(manifest), n, nproc) for n in names]
     record_path = root / SLURM_DIR / "jobs.json"
     record = []
     if record_path.exists():

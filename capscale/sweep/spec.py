@@ -11,6 +11,9 @@
     # or crossed operands: w_format = [...]  a_format = [...]
     # any training setting may be a list here, e.g. grad = ["trust", "ste"]
 
+    [sizes]                              # named shapes beyond the ladder, usable as sizes
+    200k = {n_layer = 4, n_embd = 64, n_head = 2}
+
     [train]                              # fixed settings of every run (any TrainConfig field)
     data = "builtin:wiki"
     seq_len = 128
@@ -52,7 +55,9 @@ from capscale.train.loop import RUNTIME_FIELDS  # settings that do not change wh
 # Parts of every run name, in this order; other settings appear only when they vary.
 NAME_FIELDS = ("size", "n_layer", "n_embd", "n_head", "tokens_per_param", "tokens", "steps",
                "w_format", "a_format", "seed")
-TOP_LEVEL = ("name", "out", "grid", "train", "runs", "exclude", "launcher", "slurm", "cost")
+TOP_LEVEL = ("name", "out", "sizes", "grid", "train", "runs", "exclude", "launcher", "slurm",
+             "cost")
+SIZE_KEYS = {"n_layer": int, "n_embd": int, "n_head": int, "lr": float}
 LAUNCHERS = ("local", "torchrun", "slurm")
 LAUNCHER_KEYS = {"kind": str, "jobs": int, "threads": int, "gpus_per_run": int}
 COST_KEYS = {"mfu": float, "peak_tflops": float, "vocab_size": int, "accelerator": str}
@@ -216,7 +221,7 @@ def spec_from_dict(d: dict, source: str = "<spec>", text: str | None = None,
     out = d.get("out")
     if out is not None and not isinstance(out, str):
         raise CapscaleError(f"{where}: out = {out!r} must be a folder path (a string)")
-    for table in ("grid", "train", "launcher", "slurm", "cost"):
+    for table in ("sizes", "grid", "train", "launcher", "slurm", "cost"):
         if table in d and not isinstance(d[table], dict):
             raise CapscaleError(f"{where}: {table} must be a table ([{table}])")
     for arr in ("runs", "exclude"):
@@ -225,11 +230,14 @@ def spec_from_dict(d: dict, source: str = "<spec>", text: str | None = None,
 
     annotations = _train_fields()
     settable = {k: v for k, v in annotations.items() if k != "out"}
+    sizes = _custom_sizes(d.get("sizes", {}), f"{where} [sizes]")
     base = _base_settings(d.get("train", {}), settable, f"{where} [train]")
     points = _grid_points(d.get("grid", {}), settable, f"{where} [grid]")
     points = [p for p in points if not _excluded(p, d.get("exclude", []), settable, where)]
     for i, extra in enumerate(d.get("runs", [])):
         points.append(_run_point(extra, settable, f"{where} [[runs]] #{i + 1}"))
+    points = [_expand_size(p, sizes) for p in points]
+    base = _expand_size(base, sizes)
     if not points:
         raise CapscaleError(f"{where}: the sweep has no runs: give a [grid] with at least one "
                             "value per key, or [[runs]] tables")
@@ -260,6 +268,29 @@ def spec_from_dict(d: dict, source: str = "<spec>", text: str | None = None,
     return SweepSpec(name=name.strip(), source=source, runs=runs, out=out, launcher=launcher,
                      slurm=slurm, cost=cost,
                      text=text if text is not None else json.dumps(d, sort_keys=True))
+
+
+def _custom_sizes(table: dict, where: str) -> dict[str, dict]:
+    """``[sizes]``: named model shapes beyond the ladder, e.g. ``200k = {n_layer = 4,
+    n_embd = 64, n_head = 2}`` (``lr`` optional: else the nearest rung's)."""
+    out = {}
+    for name, shape in table.items():
+        if not isinstance(shape, dict):
+            raise CapscaleError(f"{where}.{name} must be a table like "
+                                "{n_layer = 4, n_embd = 64, n_head = 2}")
+        s = _typed_table(shape, SIZE_KEYS, f"{where}.{name}")
+        missing = [k for k in ("n_layer", "n_embd", "n_head") if k not in s]
+        if missing:
+            raise CapscaleError(f"{where}.{name} lacks {', '.join(missing)}")
+        out[name] = s
+    return out
+
+
+def _expand_size(point: dict, sizes: dict[str, dict]) -> dict:
+    name = point.get("size")
+    if name not in sizes:
+        return point
+    return {**{k: v for k, v in point.items() if k != "size"}, "size": None, **sizes[name]}
 
 
 def _typed_table(table: dict, keys: dict, where: str) -> dict:
