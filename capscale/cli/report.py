@@ -17,6 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="bootstrap resamples for the intervals (default 1000)")
     p.add_argument("--capacity-groups", metavar="MODE",
                    help="unified law: one capacity curve per 'kind' (default), 'single', ...")
+    p.add_argument("--panel", metavar="SPEC,...",
+                   help="unified fits: formats never trained to place on the Pareto front "
+                        "(default: the comparison panel of `capscale compare`)")
     p.add_argument("--title", help="page title")
     p.add_argument("--quiet", action="store_true")
 
@@ -25,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from capscale.report import build_report
 
     path = build_report(args.source, args.out, runs=args.runs, n_bootstrap=args.bootstrap,
-                        capacity_groups=args.capacity_groups, title=args.title, quiet=args.quiet)
+                        capacity_groups=args.capacity_groups, title=args.title,
+                        panel=args.panel.split(",") if args.panel else None, quiet=args.quiet)
     print(f"report: {path}")
     return 0

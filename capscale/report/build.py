@@ -223,7 +223,7 @@ def comparable_specs(fit, specs) -> list[str]:
     return ok
 
 
-def add_pareto(rep: Report, fits: dict, prefix: str = "") -> None:
+def add_pareto(rep: Report, fits: dict, prefix: str = "", panel=None) -> None:
     from capscale.laws import compare_formats
     from capscale.laws.compare import STANDARD_PANEL
     from capscale.laws.plots import plot_compare
@@ -236,7 +236,9 @@ def add_pareto(rep: Report, fits: dict, prefix: str = "") -> None:
         return
     trained = [k for k in fit.info.get("derived_eff", {})
                if not all(_dense(p) for p in k.split("/"))]
-    specs = trained + (list(STANDARD_PANEL) if fit.law.name == "unified" else [])
+    if panel is None:
+        panel = STANDARD_PANEL
+    specs = trained + (list(panel) if fit.law.name == "unified" else [])
     specs = comparable_specs(fit, specs)
     if not specs:
         rep.note("No format of these runs can be placed by the fit.")
@@ -268,8 +270,10 @@ def add_runs(rep: Report, df: pd.DataFrame, prefix: str = "") -> None:
 
 
 def add_standard_sections(rep: Report, df: pd.DataFrame | None, fits: dict, prefix: str = "",
-                          heading: str = "") -> None:
-    """The sections of a fitted runs table (``df`` None: a fit alone)."""
+                          heading: str = "", panel=None) -> None:
+    """The sections of a fitted runs table (``df`` None: a fit alone). ``panel``: formats
+    never trained to place on the Pareto front with a unified fit (default: the laws'
+    comparison panel)."""
     h = f"{heading}: " if heading else ""
     rep.section(f"{h}fitted laws")
     add_fit_table(rep, fits, prefix)
@@ -281,7 +285,7 @@ def add_standard_sections(rep: Report, df: pd.DataFrame | None, fits: dict, pref
     rep.section(f"{h}composability")
     add_composability(rep, fits, prefix)
     rep.section(f"{h}iso-memory Pareto front")
-    add_pareto(rep, fits, prefix)
+    add_pareto(rep, fits, prefix, panel)
     if df is not None:
         rep.section(f"{h}runs")
         add_runs(rep, df, prefix)
@@ -289,7 +293,7 @@ def add_standard_sections(rep: Report, df: pd.DataFrame | None, fits: dict, pref
 
 def build_report(source: str | os.PathLike, out: str | os.PathLike, *, runs=None,
                  n_bootstrap: int = 1000, capacity_groups: str | None = None,
-                 title: str | None = None, quiet: bool = False) -> Path:
+                 title: str | None = None, panel=None, quiet: bool = False) -> Path:
     """Write the report of ``source`` (a runs table in any form ``capscale fit`` reads, or a
     fit JSON) into the folder ``out``; returns the path of its index.html."""
     from capscale.laws import FitResult, load_runs
@@ -299,6 +303,8 @@ def build_report(source: str | os.PathLike, out: str | os.PathLike, *, runs=None
         fit = FitResult.load(source)
         fits[fit.law.name] = fit
         df = _runs_of_fit(fit, runs)
+        if df is not None:
+            what = f"{df.attrs.get('source', runs)} (fit {source})"
         if df is not None and fit.law.name != "decoupled" and has_compressed(df):
             from capscale.laws import fit_law
 
@@ -309,7 +315,7 @@ def build_report(source: str | os.PathLike, out: str | os.PathLike, *, runs=None
     else:
         df = load_runs(runs if runs is not None else source, drop_bad=True)
         fits = fit_laws(df, n_bootstrap=n_bootstrap, capacity_groups=capacity_groups, quiet=quiet)
-    rep = Report(out, title or f"capscale report: {Path(what).name or what}",
+    rep = Report(out, title or f"capscale report: {Path(str(source)).name or source}",
                  subtitle=_subtitle(what, df))
     dropped = (df.attrs.get("report") or {}) if df is not None else {}
     if dropped.get("bad"):
@@ -320,7 +326,7 @@ def build_report(source: str | os.PathLike, out: str | os.PathLike, *, runs=None
         rep.note("The runs this fit was made from were not found (give them with --runs); "
                  "sections that plot runs are left out.")
     _say("plots and tables", quiet)
-    add_standard_sections(rep, df, fits)
+    add_standard_sections(rep, df, fits, panel=panel)
     path = rep.write()
     _say(f"wrote {path}", quiet)
     return path
