@@ -131,3 +131,10 @@ def test_optional_loggers(tmp_path, data):
     if importlib.util.find_spec("wandb") is None:
         with pytest.raises(CapscaleError, match="pip install wandb"):
             train(_cfg(steps=2, wandb_project="capscale-test"), data=data)
+
+
+def test_bf16_autocast_path(data):
+    # the GPU code path (bf16 autocast around compressed layers), exercised on the CPU
+    r = train(_cfg(steps=2, eval_every=2, batch_tokens=128, val_tokens=256, dtype="bf16",
+                   w_format="int4:had", a_format="int4:had"), data=data)
+    assert r["status"] == "finished" and r["dtype"] == "bf16" and 3.0 < r["loss"] < 5.0
