@@ -29,7 +29,7 @@ lint: setup
 	$(PY) -m ruff check capscale tests benchmarks
 
 demo: setup
-	$(VENV)/bin/capscale gmse --plot capscale-demo/gmse.png -o capscale-demo/gmse.csv
+	$(VENV)/bin/capscale demo -o capscale-demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

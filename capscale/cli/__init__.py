@@ -24,6 +24,9 @@ COMMANDS = {
     "fit": "fit",
     "predict": "predict",
     "compare": "compare",
+    "sweep": "sweep",
+    "report": "report",
+    "demo": "demo",
 }
 
 

@@ -132,26 +132,44 @@ def normalised(levels: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
-def lloyd_max_levels(n_levels: int, tol: float = 1e-14, max_iter: int = 100_000) -> np.ndarray:
-    """The MSE-optimal scalar quantizer with `n_levels` levels for N(0, 1) (Lloyd's iteration).
+def lloyd_max_levels(n_levels: int, tol: float = 1e-14, polish_iter: int = 2000) -> np.ndarray:
+    """The MSE-optimal scalar quantizer with `n_levels` levels for N(0, 1).
 
-    Levels are in units of σ (not normalised): they are already the optimal reconstruction points.
+    Levels are in units of σ (not normalised): they are already the optimal reconstruction
+    points. The distortion is minimised directly by L-BFGS with its analytic gradient
+    ∂D/∂q_k = 2(q_k·m0_k − m1_k) (cells move with the levels, but that costs nothing at
+    midpoints), from the Gaussian quantiles of the cell centres; Lloyd's iteration then
+    polishes the result to a fixed point (centroids of their cells). Lloyd alone converges
+    far too slowly beyond 64 levels.
     """
+    from scipy.optimize import minimize
+    from scipy.stats import norm
+
     from capscale.formats.gaussian import gaussian_cell_moments
 
     if n_levels < 1:
         raise CapscaleError(f"a Lloyd–Max grid needs at least one level, got {n_levels}")
-    from scipy.stats import norm
+    if n_levels == 1:
+        return np.zeros(1)
 
-    # start at the Gaussian quantiles of the cell centres: close to optimal, converges fast
-    levels = norm.ppf((np.arange(n_levels) + 0.5) / n_levels)
-    for _ in range(max_iter):
-        edges = np.concatenate([[-np.inf], (levels[1:] + levels[:-1]) / 2, [np.inf]])
-        m0, m1, _ = gaussian_cell_moments(edges)
+    def cells(q):
+        edges = np.concatenate([[-np.inf], (q[1:] + q[:-1]) / 2, [np.inf]])
+        return gaussian_cell_moments(edges)
+
+    def distortion(q):
+        q = np.sort(q)
+        m0, m1, m2 = cells(q)
+        return float(np.sum(m2 - 2 * q * m1 + q * q * m0)), 2 * (q * m0 - m1)
+
+    start = norm.ppf((np.arange(n_levels) + 0.5) / n_levels)
+    res = minimize(distortion, start, jac=True, method="L-BFGS-B",
+                   options={"maxiter": 50_000, "ftol": 1e-16, "gtol": 1e-14, "maxcor": 50})
+    levels = np.sort(res.x)
+    for _ in range(polish_iter):
+        m0, m1, _ = cells(levels)
         new = m1 / m0
-        if np.max(np.abs(new - levels)) < tol:
-            levels = new
-            break
+        done = np.max(np.abs(new - levels)) < tol
         levels = new
-    levels = (levels - levels[::-1]) / 2  # exact symmetry
-    return levels
+        if done:
+            break
+    return (levels - levels[::-1]) / 2  # exact symmetry

@@ -87,10 +87,13 @@ def plot_predicted_vs_measured(fit: FitResult, df: pd.DataFrame, path: str | os.
     return _save(fig, path)
 
 
-def plot_capacity(fit: FitResult, path: str | os.PathLike, measured: FitResult | None = None) -> Path:
+def plot_capacity(fit: FitResult, path: str | os.PathLike, measured: FitResult | None = None,
+                  bits: tuple[int, ...] = ()) -> Path:
     """ρ against GMSE: the fitted capacity curve of each compression type of a unified fit,
     with, from a decoupled fit of the same runs (``measured``), each format's own multiplier
-    per compressed operand (eff, or √eff when both operands carry the same format)."""
+    per compressed operand (eff, or √eff when both operands carry the same format). ``bits``:
+    draw Shannon's bound GMSE ≥ 4^(−b) at each b, and the capacity the curve allows there
+    (no b-bit format can lie left of its line)."""
     plt = _plt()
     law = fit.law
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
@@ -98,6 +101,14 @@ def plot_capacity(fit: FitResult, path: str | os.PathLike, measured: FitResult |
     nat = dict(zip(law.natural_names, fit.natural))
     for group in law.groups:
         ax.plot(g, law.rho(nat, g, group), label=f"fitted ρ(GMSE): {group}")
+    for i, b in enumerate(bits):
+        x = 4.0 ** (-b)
+        ax.axvline(x, color="0.6", ls=":", lw=0.9,
+                   label="Shannon bound $4^{-b}$ (b bits)" if i == 0 else None)
+        ax.annotate(f"{b} bit{'s' if b > 1 else ''}", (x, 0.02), xycoords=("data", "axes fraction"),
+                    fontsize=7, color="0.4", rotation=90, xytext=(2, 0), textcoords="offset points")
+        ax.plot([x], [float(law.rho(nat, np.array([x]), law.groups[0])[0])], marker="|",
+                color="0.4", ms=8)
     points = measured.info.get("derived_eff", {}) if measured is not None else {}
     labelled = False
     for key, (v, lo, hi) in points.items():

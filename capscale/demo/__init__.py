@@ -1,0 +1,366 @@
+"""``capscale demo``: the whole pipeline on built-in defaults, on a CPU, in minutes.
+
+1. The capacity probe: GMSE of the standard panel of formats, against Shannon's bound.
+2. Prediction before training: the unified law fitted on the QuEST runs shipped with the
+   package, with some formats held out of the fit; their capacity is then predicted from
+   their GMSE alone and set beside the multipliers fitted to their own runs (decoupled law).
+3. Measurement: a small real training sweep on the embedded corpus (tiny Llama models, dense
+   and INT8/INT4/INT2 on weights and activations), fitted, and checked against the GMSE
+   prediction: is the ordering of the losses the ordering of the GMSEs, and where does the
+   fitted capacity land?
+4. The report: one folder with index.html, plots and tables.
+
+Everything lands in one folder (default ``./capscale-demo``); a second run reuses the
+finished training runs and the cached data, so it takes a fraction of the time.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# QuEST formats held out of the unified fit in step 2 (FP4 and 2:4-sparse INT4)
+HELD_OUT = ("e2m1:had", "2:4:pairs+int4:had")
+# the capacity probe's panel at a smaller tensor shape (per-row and per-group statistics
+# depend on the 4096 columns, not on the rows): standard errors stay below 0.3%
+GMSE_SHAPE = (128, 4096)
+GMSE_REL_ERR = 2e-3
+N_BOOTSTRAP = 400
+
+
+class Stage:
+    """Numbered progress lines with the time each stage took."""
+
+    def __init__(self, total: int, stream=sys.stderr):
+        self.total, self.stream, self.start = total, stream, time.perf_counter()
+        self.i, self.t = 0, self.start
+        self.times: dict[str, float] = {}
+        self.name = ""
+
+    def __call__(self, title: str) -> None:
+        self._close()
+        self.i += 1
+        self.name, self.t = title, time.perf_counter()
+        print(f"\n[demo {self.i}/{self.total}] {title}", file=self.stream, flush=True)
+
+    def _close(self) -> None:
+        if self.name:
+            self.times[self.name] = time.perf_counter() - self.t
+
+    def done(self) -> float:
+        self._close()
+        return time.perf_counter() - self.start
+
+
+def demo_spec_path() -> Path:
+    return Path(str(resources.files("capscale") / "demo" / "sweep.toml"))
+
+
+def fmt_rho(v: float, lo: float = math.nan, hi: float = math.nan) -> str:
+    if not math.isfinite(v):
+        return "—"
+    if math.isfinite(lo) and math.isfinite(hi):
+        return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+    return f"{v:.3f}"
+
+
+# ----------------------------------------------------------------- step 1
+
+
+def gmse_panel(out: Path) -> pd.DataFrame:
+    from capscale.capacity.plot import plot_gmse
+    from capscale.capacity.table import STANDARD_PANEL, gmse_table
+    from capscale.io import write_table
+
+    table = gmse_table(STANDARD_PANEL, shape=GMSE_SHAPE, rel_err=GMSE_REL_ERR, progress=True)
+    write_table(table, out / "gmse.csv")
+    plot_gmse(table, str(out / "gmse.png"))
+    show = table.sort_values("gmse")[["spec", "bits_per_value", "gmse", "ratio_to_shannon",
+                                      "rho_unified"]]
+    print(show.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"{len(table)} formats; GMSE ± s.e. in {out / 'gmse.csv'}, plot {out / 'gmse.png'}")
+    return table
+
+
+# ----------------------------------------------------------------- step 2
+
+
+def quest_heldout(n_bootstrap: int = N_BOOTSTRAP):
+    """Unified fit without the held-out formats; decoupled fit on every run; the held-out
+    formats' capacity predicted from GMSE beside their own fitted multipliers."""
+    from capscale.capacity import UNIFIED_LLAMA_C4, rho_unified
+    from capscale.laws import fit_law, load_runs
+    from capscale.laws import representation as rep
+
+    runs = load_runs("builtin:quest")
+    held = runs["w_format"].isin(HELD_OUT)
+    print(f"QuEST runs: {len(runs)}; holding out {int(held.sum())} runs of "
+          f"{', '.join(HELD_OUT)} from the unified fit")
+    unified = fit_law(runs[~held].reset_index(drop=True), "unified", capacity_groups="single",
+                      n_bootstrap=n_bootstrap)
+    print(f"unified fit on {int((~held).sum())} runs: F {unified.param('F'):.3f}, "
+          f"C {unified.param('C'):.3f}, L {unified.param('L'):.3f}, "
+          f"log-loss RMSE {unified.info['rmse_log_loss']:.4f}")
+    decoupled = fit_law(runs, "decoupled", n_bootstrap=n_bootstrap)
+    measured = decoupled.info["derived_eff"]
+    rows = []
+    for (w, a), _ in runs[held].groupby(["w_format", "a_format"], sort=False):
+        query = pd.DataFrame({"N": [1.0], "D": [1.0], "loss": [1.0], "w_format": [w],
+                              "a_format": [a]})
+        p = unified.predict(query).iloc[0]
+        key = f"{w}{rep.KEY_SEPARATOR}{a}"
+        m, mlo, mhi = measured[key]
+        gw, ga = rep.spec_gmse(w), rep.spec_gmse(a)
+        paper = rho_unified(gw, **UNIFIED_LLAMA_C4) * rho_unified(ga, **UNIFIED_LLAMA_C4)
+        rows.append({"format": key, "gmse_w": gw, "gmse_a": ga,
+                     "rho_predicted": p["eff"], "rho_predicted_lo": p.get("eff_lo", math.nan),
+                     "rho_predicted_hi": p.get("eff_hi", math.nan), "rho_paper_constants": paper,
+                     "rho_fitted_own_runs": m, "rho_fitted_lo": mlo, "rho_fitted_hi": mhi,
+                     "error": p["eff"] - m,
+                     "within_interval": bool(mlo <= p["eff"] <= mhi) if math.isfinite(mlo) else None})
+    table = pd.DataFrame(rows)
+    print("\ncapacity of the held-out formats: predicted from GMSE (unified fit without them) vs "
+          "fitted to their own runs (decoupled fit)")
+    for _, r in table.iterrows():
+        print(f"  {r['format']:<32} GMSE w {r['gmse_w']:.4f} a {r['gmse_a']:.4f}: predicted "
+              f"{fmt_rho(r['rho_predicted'], r['rho_predicted_lo'], r['rho_predicted_hi'])}, "
+              f"fitted {fmt_rho(r['rho_fitted_own_runs'], r['rho_fitted_lo'], r['rho_fitted_hi'])}"
+              f" (paper's constants: {r['rho_paper_constants']:.3f})")
+    return runs, unified, decoupled, table
+
+
+# ----------------------------------------------------------------- step 3
+
+
+def run_training_sweep(out: Path, jobs: int | None, threads: int | None):
+    from capscale.sweep import load_spec, run_sweep
+
+    spec = load_spec(demo_spec_path())
+    outcome = run_sweep(spec, out / "runs", jobs=jobs, threads=threads)
+    if not outcome.ok:
+        from capscale.errors import CapscaleError
+
+        raise CapscaleError(f"some demo runs failed (their logs are in {out / 'runs'}); run "
+                            "`capscale demo` again to retry them")
+    return spec, outcome
+
+
+def ordering_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per model size: the loss of each format, and whether the losses rank the formats as
+    their GMSEs do (dense first). Differences smaller than ``tie`` count as ties."""
+    from capscale.laws import representation as rep
+
+    df = df.copy()
+    df["key"] = rep.representation_keys(df)
+    df["gmse_rank_key"] = [0.0 if rep.is_dense(w) else rep.spec_gmse(w) for w in df["w_format"]]
+    rows = []
+    for n, grp in df.groupby("N"):
+        grp = grp.sort_values("gmse_rank_key")
+        losses = grp["loss"].to_numpy()
+        by_gmse = list(grp["key"])
+        by_loss = list(grp.sort_values("loss")["key"])
+        rows.append({"N": int(n), "D": int(grp["D"].iloc[0]),
+                     **{k: float(v) for k, v in zip(grp["key"], losses)},
+                     "order_by_gmse": " < ".join(by_gmse), "order_by_loss": " < ".join(by_loss),
+                     "same_order": by_gmse == by_loss,
+                     "spread": float(losses.max() - losses.min())})
+    return pd.DataFrame(rows)
+
+
+def iso_loss_rho(df: pd.DataFrame) -> pd.DataFrame:
+    """Dense-equivalent capacity at each size: the dense model size whose loss, interpolated
+    in log-loss against log N along the sweep's tokens-per-parameter line, equals the
+    compressed run's loss, divided by N. Outside the dense runs' range it is not defined
+    (NaN). A law-free measurement; it equals the law's ρ when the data term is negligible."""
+    from capscale.laws import representation as rep
+
+    dense = df[[rep.is_dense(w) and rep.is_dense(a) for w, a in zip(df["w_format"], df["a_format"])]]
+    dense = dense.sort_values("N")
+    x, y = np.log(dense["N"].to_numpy(float)), np.log(dense["loss"].to_numpy(float))
+    rows = []
+    for _, r in df.iterrows():
+        if rep.is_dense(r["w_format"]) and rep.is_dense(r["a_format"]):
+            continue
+        ly = math.log(r["loss"])
+        n_eq = math.nan
+        for i in range(len(x) - 1):  # the first crossing of the (decreasing) dense curve
+            lo, hi = sorted((y[i], y[i + 1]))
+            if lo <= ly <= hi and y[i] != y[i + 1]:
+                t = (ly - y[i]) / (y[i + 1] - y[i])
+                n_eq = math.exp(x[i] + t * (x[i + 1] - x[i]))
+                break
+        rows.append({"format": f"{r['w_format']}/{r['a_format']}", "N": int(r["N"]),
+                     "loss": r["loss"], "dense_equivalent_N": n_eq, "rho_iso_loss": n_eq / r["N"]})
+    return pd.DataFrame(rows)
+
+
+def rho_comparison(df: pd.DataFrame, fits: dict, quest_unified) -> pd.DataFrame:
+    """Each trained format's capacity: fitted (decoupled law), measured at equal loss (largest
+    size), and predicted from GMSE (the paper's constants; the curve fitted on QuEST)."""
+    from capscale.capacity import UNIFIED_LLAMA_C4, rho_unified
+    from capscale.laws import representation as rep
+
+    dec = fits.get("decoupled")
+    derived = dec.info.get("derived_eff", {}) if dec is not None and not isinstance(dec, str) else {}
+    iso = iso_loss_rho(df)
+    largest = iso[iso["N"] == iso["N"].max()].set_index("format") if len(iso) else iso
+    rows = []
+    for (w, a), _ in df.groupby(["w_format", "a_format"], sort=False):
+        if rep.is_dense(w) and rep.is_dense(a):
+            continue
+        key = f"{w}{rep.KEY_SEPARATOR}{a}"
+        gw, ga = rep.spec_gmse(w), rep.spec_gmse(a)
+        query = pd.DataFrame({"N": [1.0], "D": [1.0], "loss": [1.0], "w_format": [w], "a_format": [a]})
+        q = quest_unified.predict(query).iloc[0]
+        v, lo, hi = derived.get(key, (math.nan, math.nan, math.nan))
+        rows.append({"format": key, "gmse_w": gw, "gmse_a": ga,
+                     "rho_paper_constants": rho_unified(gw, **UNIFIED_LLAMA_C4)
+                     * rho_unified(ga, **UNIFIED_LLAMA_C4),
+                     "rho_quest_curve": q["eff"],
+                     "rho_fitted_decoupled": v, "rho_fitted_lo": lo, "rho_fitted_hi": hi,
+                     "rho_iso_loss_largest_N": (largest.loc[key, "rho_iso_loss"]
+                                                if key in getattr(largest, "index", []) else math.nan)})
+    return pd.DataFrame(rows).sort_values("gmse_w").reset_index(drop=True)
+
+
+def describe_fitted(r) -> str:
+    """The decoupled fit's multiplier, or why it says nothing (an interval spanning orders of
+    magnitude)."""
+    v, lo, hi = r["rho_fitted_decoupled"], r["rho_fitted_lo"], r["rho_fitted_hi"]
+    if not math.isfinite(v):
+        return "—"
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= 0 or hi / lo > 10:
+        return f"not identified (95% interval {lo:.2g} to {hi:.2g})"
+    return fmt_rho(v, lo, hi)
+
+
+def rank_verdict(rho: pd.DataFrame) -> str:
+    """Do the measured capacities rank the formats as their GMSEs do?"""
+    m = rho.dropna(subset=["rho_iso_loss_largest_N"])
+    if len(m) < 2:
+        return "too few formats measured at equal loss to compare rankings"
+    by_gmse = list(m.sort_values("gmse_w")["format"])
+    by_rho = list(m.sort_values("rho_iso_loss_largest_N", ascending=False)["format"])
+    same = "the same as" if by_gmse == by_rho else "not the same as"
+    return (f"ranking by measured capacity ({' > '.join(by_rho)}) is {same} the ranking by GMSE "
+            f"({' > '.join(by_gmse)})")
+
+
+# ----------------------------------------------------------------- step 4
+
+
+def write_report(out: Path, gmse: pd.DataFrame, quest: tuple, sweep_df: pd.DataFrame, fits: dict,
+                 ordering: pd.DataFrame, rho: pd.DataFrame, iso: pd.DataFrame, spec) -> Path:
+    from capscale.laws.plots import plot_capacity, plot_loss_vs_n
+    from capscale.report import Report, add_standard_sections
+    from capscale.report.build import SHANNON_BITS
+
+    quest_runs, unified, decoupled, held = quest
+    rep = Report(out / "report", "capscale demo",
+                 subtitle="Capacity from GMSE, the unified law on the QuEST runs, and a small "
+                          "training sweep on this machine.")
+    rep.section("1. GMSE of the standard panel",
+                f"GMSE of each format on N(0, 1) tensors of {GMSE_SHAPE[0]}×{GMSE_SHAPE[1]} "
+                "(exact where the grid allows, Monte Carlo otherwise, with standard errors), "
+                "against bits per value with Shannon's bound 4^(−b) and the best scalar grid; ρ "
+                "from the unified paper's constants (L 1.0, F 0.41, C 1.39, arXiv 2506.01863).")
+    import shutil
+
+    shutil.copyfile(out / "gmse.png", rep.plot_path("gmse.png"))
+    rep.image(rep.plot_path("gmse.png"), "GMSE against bits per value.")
+    rep.table(gmse.sort_values("gmse"), "gmse_panel", caption="The panel, by GMSE.",
+              columns=["spec", "bits_per_value", "gmse", "gmse_se", "method",
+                       "ratio_to_shannon", "rho_unified"])
+
+    rep.section("2. Predicting held-out formats on the QuEST runs",
+                f"The unified law (one capacity curve, capacities multiplying over weights and "
+                f"activations) fitted on the {len(quest_runs)} QAT runs of QuEST (arXiv "
+                f"2502.05003) without {', '.join(HELD_OUT)}; their capacity predicted from GMSE "
+                "alone, beside the multipliers the decoupled law fits to their own runs.")
+    rep.table(held, "quest_heldout", caption="Held-out formats: predicted vs fitted capacity "
+                                             "(95% bootstrap intervals).")
+    path = plot_capacity(unified, rep.plot_path("quest_capacity.png"), decoupled, bits=SHANNON_BITS)
+    rep.image(path, "QuEST: ρ against GMSE, the curve fitted without the held-out formats, and "
+                    "every format's own multiplier (per compressed operand).")
+    path = plot_loss_vs_n(unified, quest_runs, rep.plot_path("quest_loss_vs_n.png"))
+    rep.image(path, "QuEST: loss against N with the unified fit's curves (held-out formats "
+                    "predicted, not fitted).")
+
+    rep.section("3. A training sweep on this machine",
+                f"{len(spec.runs)} runs from {demo_spec_path().name}: tiny Llama models on the "
+                "embedded Wikipedia corpus, dense and INT8/INT4/INT2 (QuEST grid, trust "
+                "estimation) on weights and activations, at one tokens-per-parameter ratio.")
+    rep.table(ordering, "ordering", caption="Loss of each format per model size: is the order of "
+                                            "the losses the order of the GMSEs?")
+    rep.text(rank_verdict(rho).capitalize() + ".")
+    rep.table(rho, "rho_comparison", caption="Capacity per format: predicted from GMSE (paper's "
+                                             "constants; the curve fitted on QuEST in section 2), "
+                                             "fitted (decoupled law), and measured at equal loss "
+                                             "against the dense runs at the largest size.")
+    rep.table(iso, "rho_iso_loss", caption="Dense-equivalent size of every compressed run "
+                                           "(interpolated along the dense runs).")
+    add_standard_sections(rep, sweep_df, fits, prefix="sweep_", heading="sweep")
+    return rep.write()
+
+
+# ----------------------------------------------------------------- main
+
+
+def run_demo(out: str | Path = "capscale-demo", *, jobs: int | None = None,
+             threads: int | None = None, n_bootstrap: int = N_BOOTSTRAP) -> dict:
+    """Run the four steps into ``out``; returns the paths and the wall time."""
+    from capscale.laws import load_runs
+    from capscale.report import fit_laws
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Stage(4)
+    stage("GMSE of the standard panel of formats (the capacity probe)")
+    gmse = gmse_panel(out)
+
+    stage("the unified law on the QuEST runs: capacity of held-out formats from GMSE alone")
+    quest = quest_heldout(n_bootstrap)
+
+    stage("a training sweep on the embedded corpus, fitted and checked against GMSE")
+    spec, outcome = run_training_sweep(out, jobs, threads)
+    sweep_df = load_runs(outcome.runs_csv)
+    fits = fit_laws(sweep_df, n_bootstrap=n_bootstrap, capacity_groups="single")
+    ordering = ordering_table(sweep_df)
+    rho = rho_comparison(sweep_df, fits, quest[1])
+    iso = iso_loss_rho(sweep_df)
+    print("\nvalidation loss per model size (lower is better):")
+    shown = ordering.drop(columns=["order_by_gmse", "order_by_loss"])
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    for _, r in ordering.iterrows():
+        verdict = "agrees with" if r["same_order"] else "differs from"
+        print(f"  N={r['N']:,}: loss order {r['order_by_loss']} {verdict} the GMSE order "
+              f"(spread {r['spread']:.3f})")
+    print("\ncapacity ρ per format (weights and activations together):")
+    for _, r in rho.iterrows():
+        print(f"  {r['format']:<10} predicted from GMSE: {r['rho_paper_constants']:.3f} (paper's "
+              f"constants), {r['rho_quest_curve']:.3f} (QuEST curve); measured at equal loss "
+              f"(largest N): {fmt_rho(r['rho_iso_loss_largest_N'])}; decoupled fit: "
+              f"{describe_fitted(r)}")
+    print("  " + rank_verdict(rho))
+    dec = fits.get("decoupled")
+    if isinstance(dec, str):
+        print(f"  (decoupled fit not possible: {dec})")
+    elif dec is not None and dec.info.get("warnings"):
+        print(f"  the decoupled fit has {len(dec.info['warnings'])} warning(s) (in the report): "
+              "one tokens-per-parameter ratio over a 4x range of tiny models does not pin down "
+              "A, α, B, β and E, and the multipliers with them")
+
+    stage("the report")
+    index = write_report(out, gmse, quest, sweep_df, fits, ordering, rho, iso, spec)
+    total = stage.done()
+    print("\nstage times: " + ", ".join(f"{i + 1}) {t:.0f} s" for i, t in
+                                         enumerate(stage.times.values())))
+    print(f"capscale demo done in {total / 60:.1f} min. Report: {index.resolve()}")
+    print(f"runs: {outcome.root}, runs table: {outcome.runs_csv}")
+    return {"report": index, "runs": outcome.root, "wall_s": total, "stage_s": stage.times}

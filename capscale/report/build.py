@@ -1,0 +1,363 @@
+"""The standard report of a runs table or a fit: fits, plots and tables in one folder.
+
+From runs, the laws that the runs support are fitted (Chinchilla for dense-only tables; the
+decoupled law, a multiplier per format, and the unified law, ρ from GMSE, when there are
+compressed formats). The sections reuse the plot functions of :mod:`capscale.laws.plots`:
+
+- the fit table: parameters with bootstrap intervals, in-sample and held-out error, warnings;
+- loss against N per format with the fitted curves, and predicted against measured;
+- ρ against GMSE: the fitted capacity curve, each format's own multiplier, Shannon's 4^(−b);
+- composability: fitted multipliers of weight × activation (or sparse × quantized) formats
+  against the product of their one-axis marginals, where the runs have the marginals;
+- the iso-memory Pareto front: capacity against storage bits per value (formats never
+  trained placed by their GMSE when the unified law was fitted);
+- the runs themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from capscale.errors import CapscaleError
+from capscale.report.html import Report
+
+SHANNON_BITS = (1, 2, 3, 4, 6, 8)
+
+
+def _say(msg: str, quiet: bool) -> None:
+    if not quiet:
+        print(f"[report] {msg}", file=sys.stderr, flush=True)
+
+
+def is_fit_file(source) -> bool:
+    p = Path(str(source))
+    if p.suffix.lower() != ".json" or not p.is_file():
+        return False
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, dict) and "law_spec" in d
+
+
+def has_compressed(df: pd.DataFrame) -> bool:
+    from capscale.laws import representation as rep
+
+    cols = [c for c in ("format", "w_format", "a_format") if c in df.columns]
+    return any(not rep.is_dense(v) for c in cols for v in df[c].dropna())
+
+
+def fit_laws(df: pd.DataFrame, *, n_bootstrap: int = 1000, capacity_groups: str | None = None,
+             quiet: bool = False) -> dict:
+    """The laws a runs table supports, fitted: law name -> FitResult, or the error message
+    of a law that could not be fitted (it goes into the report as a note)."""
+    from capscale.laws import fit_law
+
+    laws = ["decoupled", "unified"] if has_compressed(df) else ["chinchilla"]
+    fits: dict = {}
+    for law in laws:
+        options = {"capacity_groups": capacity_groups} if law == "unified" and capacity_groups else {}
+        _say(f"fitting the {law} law to {len(df)} runs", quiet)
+        try:
+            fits[law] = fit_law(df, law, n_bootstrap=n_bootstrap, **options)
+        except CapscaleError as e:
+            fits[law] = str(e)
+    return fits
+
+
+def primary_fit(fits: dict):
+    for law in ("unified", "decoupled", "chinchilla", "precision", "sparsity"):
+        f = fits.get(law)
+        if f is not None and not isinstance(f, str):
+            return f
+    return None
+
+
+def param_table(fit) -> pd.DataFrame:
+    rows = []
+    for name in fit.law.natural_names:
+        lo, hi = fit.interval(name)
+        rows.append({"parameter": name, "value": fit.param(name), "lo": lo, "hi": hi})
+    shown = {r["parameter"] for r in rows}
+    for key, (v, lo, hi) in fit.info.get("derived_eff", {}).items():
+        name = f"eff[{key}]"
+        if name not in shown:
+            rows.append({"parameter": name, "value": v, "lo": lo, "hi": hi})
+    return pd.DataFrame(rows)
+
+
+def quality_row(fit) -> dict:
+    info = fit.info
+    h = info.get("heldout") or {}
+    return {"law": info["law"], "runs": info["data"]["n_runs"],
+            "rmse_loss": info["rmse_loss"], "rmse_log_loss": info["rmse_log_loss"],
+            "heldout_rule": h.get("rule", ""), "heldout_runs": h.get("n_runs"),
+            "heldout_rmse_loss": h.get("rmse_loss", math.nan),
+            "heldout_rmse_log_loss": h.get("rmse_log_loss", math.nan),
+            "heldout_mean_error": h.get("mean_error", math.nan),
+            "warnings": len(info.get("warnings", []))}
+
+
+def add_fit_table(rep: Report, fits: dict, prefix: str = "") -> None:
+    level = None
+    quality = []
+    for law, fit in fits.items():
+        if isinstance(fit, str):
+            rep.note(f"The {law} law could not be fitted to these runs: {fit}")
+            continue
+        level = fit.info["settings"]["interval_level"]
+        rep.text(f"{law}: {fit.info['formula']} ({fit.info.get('reference', '')})")
+        rep.table(param_table(fit), f"{prefix}fit_{law}",
+                  caption=f"{law} law: fitted parameters with {int(level * 100)}% bootstrap "
+                          f"intervals ({len(fit.samples) if fit.samples is not None else 0} "
+                          "resamples of the runs).")
+        for w in fit.info.get("warnings", []):
+            rep.note(f"{law}: {w}")
+        h = fit.info.get("heldout") or {}
+        if h.get("error"):
+            rep.note(f"{law}: held-out error not computed ({h['error']})")
+        quality.append(quality_row(fit))
+    if quality:
+        rep.table(pd.DataFrame(quality), f"{prefix}fit_quality",
+                  caption="Fit quality: RMSE in sample, and on the largest model size held out "
+                          "of the fit and predicted from the rest.")
+
+
+def add_loss_plots(rep: Report, df: pd.DataFrame, fits: dict, prefix: str = "") -> None:
+    from capscale.laws.plots import plot_loss_vs_n, plot_predicted_vs_measured
+
+    shown = False
+    for law in ("decoupled", "unified", "chinchilla"):
+        fit = fits.get(law)
+        if fit is None or isinstance(fit, str):
+            continue
+        path = plot_loss_vs_n(fit, df, rep.plot_path(f"{prefix}loss_vs_n_{law}.png"))
+        rep.image(path, f"Loss against N, one colour per format (points: runs; lines: the "
+                        f"{law} fit at each format's tokens per parameter).")
+        shown = True
+    fit = primary_fit(fits)
+    if fit is not None:
+        path = plot_predicted_vs_measured(fit, df, rep.plot_path(f"{prefix}predicted_vs_measured.png"))
+        rep.image(path, f"Predicted against measured loss ({fit.law.name} fit).")
+    if not shown:
+        rep.note("No law could be fitted, so there are no fitted curves to show.")
+
+
+def add_capacity(rep: Report, fits: dict, prefix: str = "", measured=None) -> None:
+    from capscale.laws.plots import plot_capacity
+
+    uni = fits.get("unified")
+    if uni is None or isinstance(uni, str):
+        rep.note("ρ against GMSE needs the unified law, which was not fitted"
+                 + (f": {uni}" if isinstance(uni, str) else " (the runs have no compressed format)."))
+        return
+    dec = measured if measured is not None else fits.get("decoupled")
+    dec = None if isinstance(dec, str) else dec
+    path = plot_capacity(uni, rep.plot_path(f"{prefix}capacity_vs_gmse.png"), dec, bits=SHANNON_BITS)
+    nat = dict(zip(uni.law.natural_names, uni.natural))
+    rows = []
+    for b in SHANNON_BITS:
+        for group in uni.law.groups:
+            rows.append({"bits": b, "group": group, "shannon_gmse": 4.0 ** -b,
+                         "max_rho": float(uni.law.rho(nat, np.array([4.0 ** -b]), group)[0])})
+    rep.image(path, "Capacity ρ against GMSE: the fitted curve ρ = L·tanh(F·log_{1/4} GMSE)^C, "
+                    "each format's multiplier from the decoupled fit (per compressed operand), "
+                    "and Shannon's bound GMSE ≥ 4^(−b): no b-bit format lies left of its line, so "
+                    "the curve there is the most capacity b bits can buy.")
+    rep.table(pd.DataFrame(rows), f"{prefix}capacity_bound",
+              caption="The capacity the fitted curve allows at Shannon's bound, per bit width.")
+
+
+def add_composability(rep: Report, fits: dict, prefix: str = "") -> None:
+    from capscale.laws import composability
+    from capscale.laws.plots import plot_composability
+
+    dec = fits.get("decoupled")
+    if dec is None or isinstance(dec, str):
+        rep.note("Composability needs the decoupled law (a multiplier per format), which was not "
+                 "fitted.")
+        return
+    table = composability(dec)
+    known = table[np.isfinite(table["product"])]
+    assumed = False
+    if known.empty and len(table):
+        table = composability(dec, assume_symmetric=True)
+        known = table[np.isfinite(table["product"])]
+        assumed = not known.empty
+    if known.empty:
+        rep.note("No two-axis format here has both of its marginals among the runs (e.g. "
+                 "int4/int4 needs int4/none and none/int4, sparse0.5+int4 needs sparse0.5 and "
+                 "int4), so composability cannot be checked on these runs.")
+        if len(table):
+            rep.table(table, f"{prefix}composability", caption="Two-axis formats found.")
+        return
+    path = plot_composability(table, rep.plot_path(f"{prefix}composability.png"))
+    if assumed:
+        rep.note("The runs have no activation-only (or no weight-only) runs, so a missing "
+                 "marginal is taken from the same format on the other axis (assumed symmetric; "
+                 "the table marks those cells).")
+    rep.image(path, f"Fitted multiplier of each two-axis format against the product of its "
+                    f"marginals; mean absolute error {table.attrs['mean_abs_error']:.3g}.")
+    rep.table(table, f"{prefix}composability", caption="Composability table.")
+
+
+def comparable_specs(fit, specs) -> list[str]:
+    """The specs a fit can place (a unified fit cannot place a compression type it has no
+    curve for)."""
+    from capscale.laws import compare_formats
+
+    ok = []
+    for s in dict.fromkeys(specs):
+        try:
+            compare_formats(fit, [s])
+            ok.append(s)
+        except CapscaleError:
+            continue
+    return ok
+
+
+def add_pareto(rep: Report, fits: dict, prefix: str = "", panel=None) -> None:
+    from capscale.laws import compare_formats
+    from capscale.laws.compare import STANDARD_PANEL
+    from capscale.laws.plots import plot_compare
+
+    fit = fits.get("unified")
+    if fit is None or isinstance(fit, str):
+        fit = fits.get("decoupled")
+    if fit is None or isinstance(fit, str):
+        rep.note("The iso-memory comparison needs a law with a capacity per format.")
+        return
+    trained = [k for k in fit.info.get("derived_eff", {})
+               if not all(_dense(p) for p in k.split("/"))]
+    if panel is None:
+        panel = STANDARD_PANEL
+    specs = trained + (list(panel) if fit.law.name == "unified" else [])
+    specs = comparable_specs(fit, specs)
+    if not specs:
+        rep.note("No format of these runs can be placed by the fit.")
+        return
+    table = compare_formats(fit, specs)
+    path = plot_compare(table, rep.plot_path(f"{prefix}pareto.png"))
+    src = ("formats never trained are placed by their GMSE through the fitted capacity curve"
+           if fit.law.name == "unified" else "each format's multiplier fitted to its runs")
+    rep.image(path, f"Iso-memory Pareto front: capacity ρ against storage bits per value "
+                    f"(scales and masks included), {fit.law.name} fit; {src}. A format on the "
+                    "front buys the most effective parameters for its bits.")
+    cols = [c for c in ("format", "rho", "rho_lo", "rho_hi", "trained", "bits_weights",
+                        "iso_memory_gain", "pareto_bits", "cost_linear", "rho_per_compute_linear")
+            if c in table.columns]
+    rep.table(table, f"{prefix}pareto", caption="Formats ranked by capacity; iso-memory gain is "
+                                                "ρ·16/bits (over bf16).", columns=cols)
+
+
+def _dense(part: str) -> bool:
+    from capscale.laws import representation as rep
+
+    return rep.is_dense(part)
+
+
+def add_runs(rep: Report, df: pd.DataFrame, prefix: str = "") -> None:
+    cols = [c for c in ("N", "D", "loss", "format", "w_format", "a_format", "seed", "status")
+            if c in df.columns]
+    rep.table(df, f"{prefix}runs", caption=f"The {len(df)} runs.", columns=cols)
+
+
+def add_standard_sections(rep: Report, df: pd.DataFrame | None, fits: dict, prefix: str = "",
+                          heading: str = "", panel=None) -> None:
+    """The sections of a fitted runs table (``df`` None: a fit alone). ``panel``: formats
+    never trained to place on the Pareto front with a unified fit (default: the laws'
+    comparison panel)."""
+    h = f"{heading}: " if heading else ""
+    rep.section(f"{h}fitted laws")
+    add_fit_table(rep, fits, prefix)
+    if df is not None:
+        rep.section(f"{h}loss against N")
+        add_loss_plots(rep, df, fits, prefix)
+    rep.section(f"{h}capacity against GMSE")
+    add_capacity(rep, fits, prefix)
+    rep.section(f"{h}composability")
+    add_composability(rep, fits, prefix)
+    rep.section(f"{h}iso-memory Pareto front")
+    add_pareto(rep, fits, prefix, panel)
+    if df is not None:
+        rep.section(f"{h}runs")
+        add_runs(rep, df, prefix)
+
+
+def build_report(source: str | os.PathLike, out: str | os.PathLike, *, runs=None,
+                 n_bootstrap: int = 1000, capacity_groups: str | None = None,
+                 title: str | None = None, panel=None, quiet: bool = False) -> Path:
+    """Write the report of ``source`` (a runs table in any form ``capscale fit`` reads, or a
+    fit JSON) into the folder ``out``; returns the path of its index.html."""
+    from capscale.laws import FitResult, load_runs
+
+    df, fits, what = None, {}, str(source)
+    if is_fit_file(source):
+        fit = FitResult.load(source)
+        fits[fit.law.name] = fit
+        df = _runs_of_fit(fit, runs)
+        if df is not None:
+            what = f"{df.attrs.get('source', runs)} (fit {source})"
+        if df is not None and fit.law.name != "decoupled" and has_compressed(df):
+            from capscale.laws import fit_law
+
+            try:
+                fits["decoupled"] = fit_law(df, "decoupled", n_bootstrap=n_bootstrap)
+            except CapscaleError as e:
+                fits["decoupled"] = str(e)
+    else:
+        df = load_runs(runs if runs is not None else source, drop_bad=True)
+        fits = fit_laws(df, n_bootstrap=n_bootstrap, capacity_groups=capacity_groups, quiet=quiet)
+    rep = Report(out, title or f"capscale report: {Path(str(source)).name or source}",
+                 subtitle=_subtitle(what, df))
+    dropped = (df.attrs.get("report") or {}) if df is not None else {}
+    if dropped.get("bad"):
+        from capscale.laws.table import TableReport
+
+        rep.note(f"Rows left out of the fits: {TableReport(**dropped).describe()}")
+    if df is None:
+        rep.note("The runs this fit was made from were not found (give them with --runs); "
+                 "sections that plot runs are left out.")
+    _say("plots and tables", quiet)
+    add_standard_sections(rep, df, fits, panel=panel)
+    path = rep.write()
+    _say(f"wrote {path}", quiet)
+    return path
+
+
+def _subtitle(what: str, df: pd.DataFrame | None) -> str:
+    if df is None:
+        return f"Fit {what}."
+    keys = []
+    for c in ("format", "w_format", "a_format"):
+        if c in df.columns:
+            keys.append(c)
+    n_formats = len(df[keys].drop_duplicates()) if keys else 1
+    return (f"{len(df)} runs from {what}: N {df['N'].min():,.0f} to {df['N'].max():,.0f}, "
+            f"D {df['D'].min():.3g} to {df['D'].max():.3g}, {n_formats} representation(s).")
+
+
+def _runs_of_fit(fit, runs):
+    """The runs a fit was made from: ``runs`` if given, else its recorded source when that is
+    still readable and has the same data hash."""
+    from capscale.laws import load_runs
+    from capscale.laws.table import data_hash
+
+    if runs is not None:
+        return load_runs(runs, drop_bad=True)
+    source = fit.info.get("data", {}).get("source", "")
+    try:
+        df = load_runs(source, drop_bad=True)
+    except (CapscaleError, OSError):
+        return None
+    cols = fit.info["data"].get("columns")
+    if data_hash(df, cols) != fit.info["data"].get("hash"):
+        return None
+    return df

@@ -1,0 +1,177 @@
+"""Running a sweep on a SLURM cluster: through ``submitit`` (a job per run, or one job
+array), or as a plain ``sbatch`` array script for clusters without it.
+
+Every job runs :mod:`capscale.sweep.worker` on one node with ``gpus_per_run`` GPUs (one
+``torchrun`` process per GPU when there are several). Jobs are safe to resubmit: a job whose
+run has finished returns at once, and one whose run is held by a job still running leaves it
+alone; an unfinished run resumes from its latest checkpoint. Through submitit, a job that
+reaches its time limit is requeued and continues from its latest checkpoint by itself; an
+``sbatch`` array task continues when the sweep is submitted again.
+
+``[slurm]`` keys (all optional): ``partition``, ``account``, ``qos``, ``constraint``,
+``timeout_min`` (default 1440), ``cpus_per_gpu`` (default 8), ``mem_gb`` (per job),
+``array`` (default true: one job array), ``array_parallelism`` (at most this many tasks at
+once), ``job_name``, ``setup`` (shell lines run before the worker, e.g. ``module load
+cuda``), ``python`` (the interpreter on the cluster; default this one), ``additional``
+(other sbatch options, e.g. ``{exclusive = true, mail-type = "END"}``), and ``cluster``
+(submitit's executor: ``slurm``, or ``local``/``debug`` to run the same jobs here, for testing).
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from capscale.errors import CapscaleError
+from capscale.io import atomic_write_json, atomic_write_text
+
+SLURM_KEYS = {
+    "partition": str, "account": str, "qos": str, "constraint": str, "timeout_min": int,
+    "cpus_per_gpu": int, "mem_gb": (int, float), "array": bool, "array_parallelism": int,
+    "job_name": str, "setup": list, "python": str, "additional": dict, "cluster": str,
+}
+CLUSTERS = ("slurm", "local", "debug")
+DEFAULTS = {"timeout_min": 1440, "cpus_per_gpu": 8, "array": True}
+SLURM_DIR = "slurm"
+
+
+def validate_slurm(table: dict, where: str) -> dict:
+    from capscale.sweep.spec import _unknown
+
+    out = dict(DEFAULTS)
+    for k, v in table.items():
+        if k not in SLURM_KEYS:
+            raise _unknown(where, k, SLURM_KEYS)
+        kind = SLURM_KEYS[k]
+        if not isinstance(v, kind) or (isinstance(v, bool) and kind is not bool):
+            names = " or ".join(t.__name__ for t in (kind if isinstance(kind, tuple) else (kind,)))
+            raise CapscaleError(f"{where}: {k} = {v!r} must be a {names}")
+        if k == "setup" and not all(isinstance(x, str) for x in v):
+            raise CapscaleError(f"{where}: setup must be a list of shell lines (strings)")
+        if k == "cluster" and v not in CLUSTERS:
+            raise CapscaleError(f"{where}: cluster = {v!r}; valid: {', '.join(CLUSTERS)}")
+        if k in ("timeout_min", "cpus_per_gpu", "array_parallelism", "mem_gb") and v <= 0:
+            raise CapscaleError(f"{where}: {k} = {v!r} must be positive")
+        out[k] = v
+    return out
+
+
+def job_parameters(slurm: dict, name: str, gpus_per_run: int) -> dict:
+    """submitit's ``update_parameters`` arguments for one run's job."""
+    params = {"name": slurm.get("job_name", f"capscale-{name}"),
+              "timeout_min": slurm["timeout_min"], "nodes": 1, "tasks_per_node": 1,
+              "gpus_per_node": gpus_per_run,
+              "cpus_per_task": slurm["cpus_per_gpu"] * max(1, gpus_per_run)}
+    if "mem_gb" in slurm:
+        params["mem_gb"] = slurm["mem_gb"]
+    for k in ("partition", "account", "qos", "constraint"):
+        if k in slurm:
+            params[f"slurm_{k}"] = slurm[k]
+    if "array_parallelism" in slurm:
+        params["slurm_array_parallelism"] = slurm["array_parallelism"]
+    if slurm.get("setup"):
+        params["slurm_setup"] = list(slurm["setup"])
+    if slurm.get("additional"):
+        params["slurm_additional_parameters"] = dict(slurm["additional"])
+    return params
+
+
+def _sbatch_time(minutes: int) -> str:
+    d, rem = divmod(minutes, 1440)
+    h, m = divmod(rem, 60)
+    return f"{d}-{h:02d}:{m:02d}:00" if d else f"{h:02d}:{m:02d}:00"
+
+
+def sbatch_script(slurm: dict, sweep_name: str, manifest: Path, names: list[str],
+                  gpus_per_run: int) -> str:
+    """A job-array script: task i runs the i-th of ``names``."""
+    if not names:
+        raise CapscaleError("no runs to submit")
+    root = manifest.parent
+    p = job_parameters(slurm, sweep_name, gpus_per_run)
+    array = f"0-{len(names) - 1}" + (f"%{slurm['array_parallelism']}" if "array_parallelism" in slurm else "")
+    lines = ["#!/bin/bash", f"#SBATCH --job-name={p['name']}", f"#SBATCH --array={array}",
+             "#SBATCH --nodes=1", "#SBATCH --ntasks-per-node=1",
+             f"#SBATCH --cpus-per-task={p['cpus_per_task']}",
+             f"#SBATCH --time={_sbatch_time(p['timeout_min'])}",
+             f"#SBATCH --output={root / SLURM_DIR / '%A_%a.log'}"]
+    if gpus_per_run:
+        lines.append(f"#SBATCH --gpus-per-node={gpus_per_run}")
+    if "mem_gb" in p:
+        lines.append(f"#SBATCH --mem={int(p['mem_gb'])}G")
+    for k in ("partition", "account", "qos", "constraint"):
+        if k in slurm:
+            lines.append(f"#SBATCH --{k}={slurm[k]}")
+    for k, v in (slurm.get("additional") or {}).items():
+        flag = k.replace("_", "-")
+        lines.append(f"#SBATCH --{flag}" if v is True else f"#SBATCH --{flag}={v}")
+    lines += ["", "set -euo pipefail", *slurm.get("setup", []),
+              "RUNS=(" + " ".join(shlex.quote(n) for n in names) + ")",
+              f"exec {shlex.quote(slurm.get('python', sys.executable))} -m capscale.sweep.worker "
+              f"{shlex.quote(str(manifest))} \"${{RUNS[$SLURM_ARRAY_TASK_ID]}}\" --nproc {max(1, gpus_per_run)}",
+              ""]
+    return "\n".join(lines)
+
+
+def write_sbatch(slurm: dict, sweep_name: str, manifest: Path, names: list[str],
+                 gpus_per_run: int) -> Path:
+    path = manifest.parent / SLURM_DIR / "sweep.sbatch"
+    return atomic_write_text(path, sbatch_script(slurm, sweep_name, manifest, names, gpus_per_run))
+
+
+def submitit_executor(slurm: dict, sweep_name: str, root: Path, gpus_per_run: int):
+    try:
+        import submitit
+    except ImportError:
+        raise CapscaleError(
+            "the slurm launcher submits through submitit, which is not installed: "
+            "pip install 'capscale[slurm]' (or use --sbatch to write a plain job-array script)"
+        ) from None
+    cluster = slurm.get("cluster", "slurm")
+    executor = submitit.AutoExecutor(folder=str(root / SLURM_DIR / "%j"), cluster=cluster)
+    params = job_parameters(slurm, sweep_name, gpus_per_run)
+    if cluster != "slurm":  # submitit's local executors take the generic parameters only
+        params = {k: v for k, v in params.items() if not k.startswith("slurm_")}
+        params.pop("nodes", None)
+        if cluster == "local" and not _has_gpu():
+            params.pop("gpus_per_node", None)
+    executor.update_parameters(**params)
+    return executor
+
+
+def _has_gpu() -> bool:
+    from capscale.sweep.local import visible_gpus
+
+    return bool(visible_gpus())
+
+
+def submit(slurm: dict, sweep_name: str, manifest: Path, names: list[str], gpus_per_run: int):
+    """Submit one job per run (``array = false``) or one job array; returns the jobs and
+    records their ids in ``ROOT/slurm/jobs.json``."""
+    if not names:
+        return []
+    root = manifest.parent
+    executor = submitit_executor(slurm, sweep_name, root, gpus_per_run)
+    from capscale.sweep.slurm_job import RunJob
+
+    nproc = max(1, gpus_per_run)
+    if slurm.get("array", True):
+        with executor.batch():
+            jobs = [executor.submit(RunJob(), str(manifest), n, nproc) for n in names]
+    else:
+        jobs = [executor.submit(RunJob(), str(manifest), n, nproc) for n in names]
+    record_path = root / SLURM_DIR / "jobs.json"
+    record = []
+    if record_path.exists():
+        import json
+
+        try:
+            record = json.loads(record_path.read_text())
+        except ValueError:
+            record = []
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    record += [{"job_id": str(j.job_id), "run": n, "submitted": stamp} for j, n in zip(jobs, names)]
+    atomic_write_json(record_path, record)
+    return jobs

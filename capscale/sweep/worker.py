@@ -1,0 +1,160 @@
+"""One run of a sweep, as a process: ``python -m capscale.sweep.worker MANIFEST NAME``.
+
+Every launcher ends here (a local process, a SLURM job, a job array task). The worker
+
+1. holds an exclusive lock on ``RUN_DIR/.lock`` for the whole run, so two launches of the
+   same run (a sweep started twice, a job resubmitted while the first is still running) never
+   write into one folder: the second exits at once with status :data:`BUSY`;
+2. returns at once when the run already has its result record;
+3. refuses a folder whose saved config differs from the sweep's (the spec changed under it);
+4. trains, resuming from the latest checkpoint when there is one, in this process or, with
+   ``--nproc G > 1``, in G processes under ``torchrun`` (the lock stays with this process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from capscale.errors import CapscaleError
+
+MANIFEST = "sweep.json"
+LOCK = ".lock"
+BUSY = 75  # EX_TEMPFAIL: another process holds the run
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise CapscaleError(f"sweep manifest {path} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise CapscaleError(f"sweep manifest {path} is not valid JSON: {e}") from None
+
+
+def run_config(manifest_path: str | os.PathLike, name: str):
+    """The TrainConfig of run ``name``, with its folder beside the manifest."""
+    from capscale.train import TrainConfig
+
+    manifest = read_manifest(manifest_path)
+    for run in manifest["runs"]:
+        if run["name"] == name:
+            cfg = TrainConfig.from_dict(run["config"])
+            cfg.out = str(Path(manifest_path).resolve().parent / name)
+            return cfg
+    raise CapscaleError(f"sweep manifest {manifest_path} has no run named {name!r}")
+
+
+def check_same_run(cfg) -> None:
+    """A folder that already holds a run must hold this run."""
+    from capscale.sweep.spec import identity
+    from capscale.train import records
+
+    saved_path = Path(cfg.out) / records.CONFIG
+    if not saved_path.exists():
+        return
+    saved = identity(records.read_json(saved_path).get("config", {}))
+    wanted = identity(cfg.to_dict())
+    diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+    if diff:
+        shown = ", ".join(f"{k}: folder {saved.get(k)!r}, spec {wanted.get(k)!r}" for k in diff[:6])
+        raise CapscaleError(
+            f"run folder {cfg.out} holds a run with other settings ({shown}); the spec changed "
+            "after the run started: move the folder away or restore the spec")
+
+
+class RunLock:
+    """An exclusive, non-blocking ``flock`` on the run folder's lock file; released by the
+    kernel when the process ends, however it ends."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.path = Path(run_dir) / LOCK
+        self.fd: int | None = None
+
+    def acquire(self) -> bool:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {os.uname().nodename}\n".encode())
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def die_with_parent(sig: int = signal.SIGKILL):
+    """A ``preexec_fn`` that has Linux deliver ``sig`` to the child when its parent dies, so a
+    killed sweep leaves no run behind it still writing (no-op elsewhere)."""
+    def set_pdeathsig() -> None:
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, int(sig))  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+    return set_pdeathsig if sys.platform.startswith("linux") else None
+
+
+def torchrun_command(manifest_path: str, name: str, nproc: int) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={nproc}", "-m", "capscale.sweep.worker", str(manifest_path), name]
+
+
+def run_worker(manifest_path: str | os.PathLike, name: str, nproc: int = 1) -> int:
+    """Run ``name`` of the sweep whose manifest is ``manifest_path``; returns an exit status
+    (0: the run has its result record; :data:`BUSY`: another process holds it)."""
+    from capscale.train import load_result, train
+
+    cfg = run_config(manifest_path, name)
+    if "RANK" in os.environ and "LOCAL_RANK" in os.environ:  # a rank under torchrun: the
+        train(cfg, resume=True)                               # parent worker holds the lock
+        return 0
+    lock = RunLock(cfg.out)
+    if not lock.acquire():
+        print(f"{name}: another process holds {lock.path}; leaving the run to it", file=sys.stderr)
+        return BUSY
+    try:
+        if load_result(cfg.out) is not None:
+            return 0
+        check_same_run(cfg)
+        if nproc > 1:
+            cmd = torchrun_command(str(manifest_path), name, nproc)
+            return subprocess.call(cmd, preexec_fn=die_with_parent(signal.SIGTERM))
+        train(cfg, resume=True)
+        return 0
+    finally:
+        lock.release()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m capscale.sweep.worker",
+                                description="run one run of a sweep (launchers call this)")
+    p.add_argument("manifest", help=f"the sweep's {MANIFEST}")
+    p.add_argument("name", help="the run's folder name")
+    p.add_argument("--nproc", type=int, default=1, help="processes for the run (torchrun)")
+    args = p.parse_args(argv)
+    try:
+        return run_worker(args.manifest, args.name, args.nproc)
+    except CapscaleError as e:
+        print(f"capscale sweep worker: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
