@@ -30,7 +30,7 @@ from torch import nn
 from capscale.errors import CapscaleError
 from capscale.formats import Format, parse_format
 from capscale.formats.base import group_view, masked_rms
-from capscale.formats.hadamard import effective_block, hadamard_matrix
+from capscale.formats.hadamard import effective_block, fwht
 from capscale.formats.noise import NoiseInjection
 from capscale.formats.scalar import ScalarQuantizer
 from capscale.formats.sparse import MagnitudeSparsity, NMSparsity, Outliers
@@ -48,32 +48,10 @@ from capscale.model.gradient_rules import (
 BLOCK_LINEARS = ("*attn.qkv", "*attn.proj", "*mlp.gate", "*mlp.up", "*mlp.down")
 
 
-_HADAMARD: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
-
-
-def _hadamard(block: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    key = (block, dtype, device)
-    if key not in _HADAMARD:
-        _HADAMARD[key] = hadamard_matrix(block, torch.float64).to(dtype=dtype, device=device)
-    return _HADAMARD[key]
-
-
 def rotate(x: torch.Tensor, block: int) -> torch.Tensor:
-    """Orthonormal block Walsh–Hadamard rotation of the last dimension (differentiable).
-
-    The same transform as ``capscale.formats.fwht``, computed with matmuls, which on CPUs beat
-    the log2(block) butterfly passes several times over. Blocks of 128 and more use the
-    Kronecker structure of the Sylvester matrix, H_ab = H_a ⊗ H_b: a block viewed as an a × b
-    matrix X becomes H_a·X·H_b, 2(a + b) flops per value instead of 2ab (2.3x faster at 128);
-    smaller blocks are one matmul with the explicit matrix. The matrices are symmetric and
-    orthogonal, so the backward pass is the same rotation.
-    """
-    if block <= 64:
-        return (x.reshape(-1, block) @ _hadamard(block, x.dtype, x.device)).reshape(x.shape)
-    k = block.bit_length() - 1
-    a, b = 1 << (k // 2), 1 << (k - k // 2)
-    y = x.reshape(-1, a, b) @ _hadamard(b, x.dtype, x.device)
-    return torch.matmul(_hadamard(a, x.dtype, x.device), y).reshape(x.shape)
+    """Orthonormal block Walsh–Hadamard rotation of the last dimension (differentiable; the
+    matrices are symmetric and orthogonal, so the backward pass is the same rotation)."""
+    return fwht(x, block)
 
 
 def _describe(part) -> str:
