@@ -29,19 +29,22 @@ def count(text: str) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from capscale.model.presets import HADAMARD_MODES, QUANT_RULES, SIZES, SPARSE_RULES
+    from capscale.model.presets import ARCHS, HADAMARD_MODES, QUANT_RULES, SIZES, SPARSE_RULES
 
     g = p.add_argument_group("model")
     g.add_argument("--size", default=None, help=f"named size: {', '.join(SIZES)} (default 30M)")
     g.add_argument("--n-layer", type=int, help="number of blocks (overrides the size's)")
     g.add_argument("--n-embd", type=int, help="width (overrides the size's)")
     g.add_argument("--n-head", type=int, help="attention heads (overrides the size's)")
+    g.add_argument("--arch", default="llama", choices=ARCHS,
+                   help="block: llama (the papers', default) or olmo2 (reordered norms, QK-norm, ReLU² MLP)")
 
     g = p.add_argument_group("compression")
     g.add_argument("--w", default="none", metavar="SPEC", help="weight format (e.g. int4:had, sparse0.5+int4, nf4)")
     g.add_argument("--a", default="none", metavar="SPEC", help="activation format (e.g. int4:had)")
     g.add_argument("--grad", default="trust", choices=QUANT_RULES,
-                   help="gradient rule of quantizers: QuEST trust estimation (default), plain STE or clip")
+                   help="gradient rule of quantizers: QuEST trust estimation (default), plain STE, clip, "
+                        "or a learned scale: lsq, lsq+ (learned offset on activations), pact (learned clip)")
     g.add_argument("--trust-radius", type=float, help="trust radius in RMS units (default: half a grid step)")
     g.add_argument("--clip-scale", type=float, default=1.0, help="for --grad clip: multiple of the outer level")
     g.add_argument("--hadamard", default="full", choices=HADAMARD_MODES,
@@ -109,6 +112,8 @@ def default_out(args) -> str:
         return re.sub(r"[^A-Za-z0-9.+_-]+", "_", s)
 
     size = args.size or f"L{args.n_layer}d{args.n_embd}h{args.n_head}"
+    if args.arch != "llama":
+        size = f"{args.arch}-{size}"
     return f"runs/{slug(size)}-w{slug(args.w)}-a{slug(args.a)}-s{args.seed}"
 
 
@@ -118,7 +123,7 @@ def config_from_args(args):
     explicit_shape = None not in (args.n_layer, args.n_embd, args.n_head)
     size = args.size if args.size is not None else (None if explicit_shape else "30M")
     return TrainConfig(
-        size=size, n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head,
+        size=size, n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head, arch=args.arch,
         w_format=args.w, a_format=args.a, grad=args.grad, trust_radius=args.trust_radius,
         clip_scale=args.clip_scale, hadamard=args.hadamard, sparse_grad=args.sparse_grad,
         sparse_p=args.sparse_p, sparse_area=args.sparse_area,

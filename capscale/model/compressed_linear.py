@@ -11,7 +11,9 @@ A format is a pipeline of parts (``sparse0.5+int4``: prune, then quantize what i
 layer runs the pipeline itself so that every part can contribute its mask: the sparse part
 the sparse backward mask, the quantizer the trust or clip mask, the vector quantizer its
 hypersphere mask. The masks multiply. A ``:had`` format is compressed in the Hadamard-rotated
-domain, masks included.
+domain, masks included. With a learned-scale rule (``lsq``, ``lsq+``, ``pact``) the scalar
+quantizer's scale is a parameter of the layer (``w_scale`` / ``a_scale``, saved in its state
+dict) and its gradients come from autograd through :mod:`capscale.model.learned_scale`.
 
 ``compress_model(model, w_format, a_format, grad_rule)`` swaps matching ``nn.Linear`` modules
 for ``CompressedLinear`` in place, by fully-qualified module name, like torchtitan's model
@@ -43,6 +45,7 @@ from capscale.model.gradient_rules import (
     trust_mask,
     vector_trust_mask,
 )
+from capscale.model.learned_scale import LEARNED_RULES, LearnedScale
 
 # The linears inside the Llama blocks; embeddings and LM head stay dense.
 BLOCK_LINEARS = ("*attn.qkv", "*attn.proj", "*mlp.gate", "*mlp.up", "*mlp.down")
@@ -64,9 +67,40 @@ class OperandCompressor:
     def __init__(self, fmt: Format, rule: GradRule):
         self.fmt = fmt
         self.rule = rule
+        self.learned_index = self._learned_part() if rule.quant in LEARNED_RULES else None
         self.part_rules = [self._part_rule(part) for part in fmt.parts]
         # the rule each part really uses, for the run record: "sparse0.5:b-rms", "int4:trust"
         self.effective = [f"{_describe(p)}:{r}" for p, r in zip(fmt.parts, self.part_rules)]
+
+    def _learned_part(self) -> int | None:
+        """Index of the scalar quantizer whose scale a learned-scale rule trains (None when the
+        format quantizes nothing, e.g. pure sparsity)."""
+        rule, parts = self.rule.quant, self.fmt.parts
+        fixed = [p for p in parts if not isinstance(
+            p, (ScalarQuantizer, MagnitudeSparsity, NMSparsity, Outliers, NoiseInjection))]
+        if fixed:
+            raise CapscaleError(
+                f"gradient rule {rule} learns the scale of a scalar grid (int, fp, nf4, ternary, "
+                f"lloydmax); {self.fmt} has {_describe(fixed[0])}, whose scales are fixed by its "
+                "own rules: use --grad trust, ste or clip"
+            )
+        scalar = [i for i, p in enumerate(parts) if isinstance(p, ScalarQuantizer)]
+        if not scalar:
+            return None
+        if len(scalar) > 1 or scalar[0] != len(parts) - 1:
+            raise CapscaleError(
+                f"gradient rule {rule} needs the format's one scalar quantizer to be its last "
+                f"part; {self.fmt} is not (e.g. sparse0.5+int4 works)"
+            )
+        return scalar[0]
+
+    def learned_module(self, role: str, shape: tuple[int, int]) -> LearnedScale | None:
+        """The parameters of a learned-scale rule for this operand, or None."""
+        if self.learned_index is None or self.fmt.is_identity:
+            return None
+        module = LearnedScale(self.rule.quant, self.fmt.parts[self.learned_index], role, shape)
+        self.effective[self.learned_index] = module.label
+        return module
 
     def _part_rule(self, part) -> str:
         r = self.rule
@@ -86,6 +120,8 @@ class OperandCompressor:
         if isinstance(part, VectorQuantizer):
             return r.vector
         if isinstance(part, ScalarQuantizer):
+            if r.quant in LEARNED_RULES:
+                return r.quant
             if r.quant == "trust" and len(part.levels) == 2:
                 return f"clip{r.one_bit_clip_scale:g}"  # QuEST: the clip variant at one bit
             if r.quant == "clip":
@@ -95,30 +131,47 @@ class OperandCompressor:
         # trust region against: their gradient passes straight through.
         return "ste"
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """x̂ with the masked straight-through gradient; x is already in the working domain."""
+    def __call__(self, x: torch.Tensor, learned: LearnedScale | None = None) -> torch.Tensor:
+        """x̂ with the masked straight-through gradient; x is already in the working domain.
+        With ``learned``, the last part quantizes with the learned scale, differentiably."""
         if self.fmt.is_identity:
             return x
-        with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
-            xq, mask = self.compress(x.detach())
-        return straight_through(x, xq, mask)
+        if learned is None:
+            with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
+                xq, mask = self.compress(x.detach())
+            return straight_through(x, xq, mask)
+        n_fixed = self.learned_index
+        shape = x.shape
+        active = None
+        if n_fixed:  # the parts before the quantizer (sparsity, outliers) keep their own masks
+            with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
+                pre, mask, active = self._run(x.detach(), n_fixed)
+            x = straight_through(x, pre.reshape(shape).to(x.dtype),
+                                 None if mask is None else mask.reshape(shape))
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x2d = x.reshape(-1, shape[-1])
+            out = learned(x2d if x2d.dtype in (torch.float32, torch.float64) else x2d.float(), active)
+        return out.reshape(shape).to(x.dtype)
 
     def compress(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         shape, dtype = x.shape, x.dtype
-        work = x if dtype in (torch.float32, torch.float64) else x.float()
-        x2d = work.reshape(-1, shape[-1])
-        active = None
-        out = x2d
-        mask = None
-        for part, rule in zip(self.fmt.parts, self.part_rules):
+        out, mask, _ = self._run(x, len(self.fmt.parts))
+        out = out.reshape(shape).to(dtype)
+        return out, None if mask is None else mask.reshape(shape)
+
+    def _run(self, x: torch.Tensor, n_parts: int):
+        """The first ``n_parts`` parts on x viewed as rows: (x̂ 2-D, mask 2-D, active 2-D)."""
+        work = x if x.dtype in (torch.float32, torch.float64) else x.float()
+        out = work.reshape(-1, x.shape[-1])
+        active = mask = None
+        for part, rule in zip(self.fmt.parts[:n_parts], self.part_rules[:n_parts]):
             before = out
             out, new_active = part.apply(out, active)
             m = self._mask(part, rule, before, out, active, new_active)
             if m is not None:
                 mask = m if mask is None else mask & m
             active = new_active
-        out = out.reshape(shape).to(dtype)
-        return out, None if mask is None else mask.reshape(shape)
+        return out, mask, active
 
     def _mask(self, part, rule: str, x, xq, active, keep) -> torch.Tensor | None:
         r = self.rule
@@ -188,6 +241,9 @@ class CompressedLinear(nn.Linear):
         self.grad_rule = GradRule.parse(grad_rule)
         self.w_comp = OperandCompressor(self.weight_format, self.grad_rule)
         self.a_comp = OperandCompressor(self.activation_format, self.grad_rule)
+        # learned-scale rules (lsq, lsq+, pact): the scales are parameters of the layer
+        self.w_scale = self.w_comp.learned_module("weight", (out_features, in_features))
+        self.a_scale = self.a_comp.learned_module("activation", (1, in_features))
         self.w_block = _block_for(self.weight_format, in_features, name)
         self.a_block = _block_for(self.activation_format, in_features, name)
         if self.w_block and self.a_block and self.w_block != self.a_block:
@@ -204,27 +260,30 @@ class CompressedLinear(nn.Linear):
         new.weight = linear.weight
         if linear.bias is not None:
             new.bias = linear.bias
+        for scales in (new.w_scale, new.a_scale):
+            if scales is not None:
+                scales.to(linear.weight.device)
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
         bw, ba = self.w_block, self.a_block
         if bw and ba:  # both rotated: compute in the rotated domain, xH·(WH)ᵀ = x·Wᵀ
-            xq = self.a_comp(rotate(x, ba))
-            wq = self.w_comp(rotate(w, bw))
+            xq = self.a_comp(rotate(x, ba), self.a_scale)
+            wq = self.w_comp(rotate(w, bw), self.w_scale)
         elif bw:
-            wq = self.w_comp(rotate(w, bw))
+            wq = self.w_comp(rotate(w, bw), self.w_scale)
             if self.grad_rule.hadamard == "full":
                 wq = rotate(wq, bw)
-            xq = self.a_comp(x)
+            xq = self.a_comp(x, self.a_scale)
         elif ba:
-            xq = self.a_comp(rotate(x, ba))
+            xq = self.a_comp(rotate(x, ba), self.a_scale)
             if self.grad_rule.hadamard == "full":
                 xq = rotate(xq, ba)
-            wq = self.w_comp(w)
+            wq = self.w_comp(w, self.w_scale)
         else:
-            xq = self.a_comp(x)
-            wq = self.w_comp(w)
+            xq = self.a_comp(x, self.a_scale)
+            wq = self.w_comp(w, self.w_scale)
         return F.linear(xq, wq, self.bias)
 
     def extra_repr(self) -> str:

@@ -15,6 +15,8 @@ forward pass from x and x̂ and applied to the gradient in the backward pass:
   scales (MX, NVFP4) have no such radius and pass gradients straight through.
 * ``clip`` — zero the gradient where |x| lies beyond ``clip_scale`` times the outermost
   grid level (QuEST's ClipQuantizer).
+* ``lsq``, ``lsq+``, ``pact`` — the learned-scale baselines: the scale of the scalar grid is
+  a parameter trained by the optimizer (see :mod:`capscale.model.learned_scale`).
 * Sparse masks (unified paper, arXiv 2506.01863, Sec. 5.2 and App. F.3) for magnitude
   top-k sparsity with forward mask M_FW = |x| ≥ T_k: ``fw`` (backward mask = forward
   mask), ``rms`` (|x| > T_p with T_p = RMS(x)·Φ⁻¹(0.5 + p)), ``b-rms`` (RBBM: gradient
@@ -42,7 +44,8 @@ from capscale.model.presets import HADAMARD_MODES, QUANT_RULES, SPARSE_RULES, VE
 class GradRule:
     """How gradients pass through the compressed operands of a layer.
 
-    quant: rule for scalar quantization ("ste" | "trust" | "clip").
+    quant: rule for scalar quantization ("ste" | "trust" | "clip"), or a learned scale
+        ("lsq" | "lsq+" | "pact").
     trust_radius: override of the trust radius in RMS units (None: the format's own,
         half the widest gap between adjacent levels of its RMS-normalised grid).
     clip_scale: for "clip", the multiple of the outermost level beyond which gradients stop.
@@ -84,7 +87,7 @@ class GradRule:
 
     @classmethod
     def parse(cls, rule: GradRule | str | None, **overrides) -> GradRule:
-        """A GradRule from a rule name ("ste", "trust", "clip") plus keyword overrides."""
+        """A GradRule from a rule name ("ste", "trust", "clip", "lsq", ...) plus keyword overrides."""
         if isinstance(rule, GradRule):
             return GradRule(**{**asdict(rule), **overrides}) if overrides else rule
         return cls(quant=(rule or "trust").strip().lower(), **overrides)

@@ -1,4 +1,4 @@
-"""The Llama-style decoder of the papers, in one file.
+"""The Llama-style decoder of the papers, and an OLMo2-style variant, in one file.
 
 Both papers (and the QuEST runs they build on) train the same architecture: pre-norm
 decoder blocks with RMSNorm (eps 1e-5), rotary position embeddings (theta 10000),
@@ -11,6 +11,14 @@ figures exactly (30M = 30,482,560; see ``tests/model/test_llama.py``).
 Module names are chosen so that a name filter can pick the compressible linears:
 ``layers.{i}.attn.qkv``, ``layers.{i}.attn.proj``, ``layers.{i}.mlp.gate``,
 ``layers.{i}.mlp.up``, ``layers.{i}.mlp.down``; ``tok_emb`` and ``lm_head`` stay dense.
+
+``arch="olmo2"`` builds the OLMo2-style block (OLMo 2, arXiv 2501.00656) on which the unified
+paper's NeurIPS version refits its law: the norms move inside the residual branch, after
+attention and after the MLP (x + norm(attn(x)), x + norm(mlp(x))); queries and keys are
+RMS-normalised over the full width before RoPE (QK-norm); the MLP is ReLU² with a hidden size
+of 4× the width (rounded like SwiGLU's), so a layer holds the same 8d² MLP weights; no biases,
+RoPE. Same ladder by width and depth; N is counted the same way (all gains included), and
+the MLP linears keep the names ``mlp.up`` / ``mlp.down``.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from capscale.errors import CapscaleError
-from capscale.model.presets import SIZES, SizePreset, size_preset  # noqa: F401  (re-exported)
+from capscale.model.presets import ARCHS, SIZES, SizePreset, size_preset  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
@@ -38,8 +46,11 @@ class LlamaConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     init_std: float = 0.02
+    arch: str = "llama"
 
     def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise CapscaleError(f"unknown model architecture {self.arch!r}: use one of {', '.join(ARCHS)}")
         for name in ("n_layer", "n_embd", "n_head", "vocab_size", "max_seq_len"):
             if int(getattr(self, name)) < 1:
                 raise CapscaleError(f"model {name}={getattr(self, name)}: must be a positive integer")
@@ -66,16 +77,20 @@ class LlamaConfig:
 
     @property
     def mlp_hidden(self) -> int:
-        """SwiGLU hidden size: 8/3 of the width, rounded up to ``multiple_of``."""
+        """MLP hidden size, rounded up to ``multiple_of``: 8/3 of the width for SwiGLU (three
+        matrices), 4× for the OLMo2-style ReLU² MLP (two)."""
         m = self.multiple_of
-        hidden = int(2 * (4 * self.n_embd) / 3)
+        hidden = 4 * self.n_embd if self.arch == "olmo2" else int(2 * (4 * self.n_embd) / 3)
         return m * ((hidden + m - 1) // m)
 
     @property
     def non_embedding_params(self) -> int:
         """N as the papers count it: every parameter except token embedding and LM head."""
         d, h = self.n_embd, self.mlp_hidden
-        per_layer = 4 * d * d + 3 * d * h + 2 * d  # qkv + proj, gate/up/down, two RMSNorm gains
+        if self.arch == "olmo2":  # qkv + proj, up/down, two post-norms and the q/k norms
+            per_layer = 4 * d * d + 2 * d * h + 4 * d
+        else:  # qkv + proj, gate/up/down, two RMSNorm gains
+            per_layer = 4 * d * d + 3 * d * h + 2 * d
         return self.n_layer * per_layer + d  # + final RMSNorm
 
     @property
@@ -105,9 +120,10 @@ class LlamaConfig:
         return cls(**{k: v for k, v in d.items() if k in fields})
 
 
-def config_for_size(name: str, vocab_size: int, max_seq_len: int = 512) -> LlamaConfig:
+def config_for_size(name: str, vocab_size: int, max_seq_len: int = 512, arch: str = "llama") -> LlamaConfig:
     p = size_preset(name)
-    return LlamaConfig(p.n_layer, p.n_embd, p.n_head, vocab_size=vocab_size, max_seq_len=max_seq_len)
+    return LlamaConfig(p.n_layer, p.n_embd, p.n_head, vocab_size=vocab_size,
+                       max_seq_len=max_seq_len, arch=arch)
 
 
 class RMSNorm(nn.Module):
@@ -142,16 +158,22 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: LlamaConfig):
+    def __init__(self, cfg: LlamaConfig, qk_norm: bool = False):
         super().__init__()
         self.n_head = cfg.n_head
         self.head_dim = cfg.head_dim
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+        # OLMo2's QK-norm: RMSNorm of the full-width queries and keys, before RoPE
+        self.q_norm = RMSNorm(cfg.n_embd, cfg.norm_eps) if qk_norm else None
+        self.k_norm = RMSNorm(cfg.n_embd, cfg.norm_eps) if qk_norm else None
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(x).split(C, dim=-1)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
@@ -168,6 +190,18 @@ class SwiGLU(nn.Module):
         return self.down(F.silu(self.gate(x)) * self.up(x))
 
 
+class ReLU2MLP(nn.Module):
+    """The OLMo2-style block's MLP as the issue's model option has it: down(relu(up(x))²)."""
+
+    def __init__(self, cfg: LlamaConfig):
+        super().__init__()
+        self.up = nn.Linear(cfg.n_embd, cfg.mlp_hidden, bias=False)
+        self.down = nn.Linear(cfg.mlp_hidden, cfg.n_embd, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.relu(self.up(x)).square())
+
+
 class Block(nn.Module):
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
@@ -181,12 +215,28 @@ class Block(nn.Module):
         return x + self.mlp(self.mlp_norm(x))
 
 
+class Olmo2Block(nn.Module):
+    """Reordered norms: each branch is normalised at its output, inside the residual."""
+
+    def __init__(self, cfg: LlamaConfig):
+        super().__init__()
+        self.attn = Attention(cfg, qk_norm=True)
+        self.attn_norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.mlp = ReLU2MLP(cfg)
+        self.mlp_norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn_norm(self.attn(x, cos, sin))
+        return x + self.mlp_norm(self.mlp(x))
+
+
 class Llama(nn.Module):
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        block = Olmo2Block if cfg.arch == "olmo2" else Block
+        self.layers = nn.ModuleList(block(cfg) for _ in range(cfg.n_layer))
         self.norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
@@ -208,8 +258,12 @@ class Llama(nn.Module):
                 p.normal_(0.0, std)
 
     def non_embedding_params(self) -> int:
-        """Counted from the module (for a check against ``cfg.non_embedding_params``)."""
+        """Counted from the module (for a check against ``cfg.non_embedding_params``). The
+        learned scales of LSQ/PACT quantizers are the format's metadata, not model parameters."""
         skip = {id(self.tok_emb.weight), id(self.lm_head.weight)}
+        for m in self.modules():
+            if not getattr(m, "counts_as_model_parameters", True):
+                skip.update(id(p) for p in m.parameters())
         return sum(p.numel() for p in self.parameters() if id(p) not in skip)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:

@@ -7,10 +7,13 @@ from dataclasses import dataclass
 
 from capscale.errors import CapscaleError
 
-QUANT_RULES = ("ste", "trust", "clip")
+QUANT_RULES = ("ste", "trust", "clip", "lsq", "lsq+", "pact")
 SPARSE_RULES = ("fw", "ste", "rms", "b-rms", "a-b-rms")
 VECTOR_RULES = ("trust", "ste")
 HADAMARD_MODES = ("full", "half")
+# Block architectures: the papers' Llama block, and the OLMo2-style block the unified paper's
+# NeurIPS version refits its law on (see capscale.model.llama).
+ARCHS = ("llama", "olmo2")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ class TrainConfig:
     n_layer: int | None = None
     n_embd: int | None = None
     n_head: int | None = None
+    arch: str = "llama"
     # compression: format specs and the gradient rule
     w_format: str = "none"
     a_format: str = "none"
@@ -83,6 +84,10 @@ class TrainConfig:
             raise CapscaleError("give a model --size or all of --n-layer, --n-embd and --n-head")
         if self.size is not None:
             size_preset(self.size)
+        from capscale.model.presets import ARCHS
+
+        if self.arch not in ARCHS:
+            raise CapscaleError(f"arch {self.arch!r}: use one of {', '.join(ARCHS)}")
         positive = ("seq_len", "batch_tokens", "val_tokens", "log_every", "keep_checkpoints")
         for name in positive:
             if getattr(self, name) < 1:
@@ -161,7 +166,7 @@ def model_config(cfg: TrainConfig, vocab_size: int) -> LlamaConfig:
         )
         if None in shape:
             raise CapscaleError("give all of --n-layer, --n-embd and --n-head, or a --size")
-    return LlamaConfig(*shape, vocab_size=vocab_size, max_seq_len=cfg.seq_len)
+    return LlamaConfig(*shape, vocab_size=vocab_size, max_seq_len=cfg.seq_len, arch=cfg.arch)
 
 
 def default_lr(cfg: TrainConfig, model: LlamaConfig) -> float:

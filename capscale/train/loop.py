@@ -313,7 +313,7 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
         # the rule each part of each format really used, e.g. "sparse0.5:b-rms,int4:trust"
         "w_rules": ",".join(compression["effective_rules"].get("weight", [])) or None,
         "a_rules": ",".join(compression["effective_rules"].get("activation", [])) or None,
-        "seed": cfg.seed, "size": cfg.size if cfg.n_layer is None else None,
+        "seed": cfg.seed, "size": cfg.size if cfg.n_layer is None else None, "arch": p.model.arch,
         "n_layer": p.model.n_layer, "n_embd": p.model.n_embd, "n_head": p.model.n_head,
         "vocab_size": p.model.vocab_size, "seq_len": cfg.seq_len,
         "batch_tokens": cfg.batch_tokens, "steps": p.steps, "lr": p.lr,

@@ -114,7 +114,7 @@ def test_grad_rule_validation():
     assert GradRule.parse("STE").quant == "ste"
     assert GradRule.parse(None).quant == "trust"
     assert GradRule.parse(GradRule(), sparse="b-rms").sparse == "b-rms"
-    for bad in ({"quant": "lsq"}, {"sparse": "topk"}, {"sparse_p": 0.7}, {"sparse_area": 2.0},
+    for bad in ({"quant": "dorefa"}, {"sparse": "topk"}, {"sparse_p": 0.7}, {"sparse_area": 2.0},
                 {"hadamard": "quarter"}, {"trust_radius": -1.0}):
         with pytest.raises(CapscaleError):
             GradRule(**bad)

@@ -143,3 +143,69 @@ def test_flops_per_token_is_six_n_plus_attention():
     cfg = config_for_size("30M", 32000, max_seq_len=512)
     expected = 6 * (30_482_560 + 32000 * 640) + 6 * 6 * 640 * 512
     assert cfg.flops_per_token() == expected
+
+
+# --------------------------------------------------------------------------- OLMo2-style block
+
+
+@pytest.mark.parametrize("size", ["30k", "1M", "30M", "200M"])
+def test_olmo2_counts_its_parameters_like_llama(size):
+    cfg = config_for_size(size, vocab_size=512, arch="olmo2")
+    d = cfg.n_embd
+    assert cfg.mlp_hidden == cfg.multiple_of * math.ceil(4 * d / cfg.multiple_of)
+    # qkv + proj, up + down, two post-norms and the full-width q/k norms; final norm
+    assert cfg.non_embedding_params == cfg.n_layer * (4 * d * d + 2 * d * cfg.mlp_hidden + 4 * d) + d
+    with torch.device("meta"):
+        model = Llama(cfg)
+    assert model.non_embedding_params() == cfg.non_embedding_params
+    # about the same MLP weights as SwiGLU (8d² before rounding; below width 256 SwiGLU rounds
+    # 8/3·d up to 3d, 9d²), so N stays within 10% of the Llama rung
+    llama = config_for_size(size, vocab_size=512)
+    assert abs(cfg.non_embedding_params / llama.non_embedding_params - 1) < 0.1
+    with pytest.raises(CapscaleError, match="architecture"):
+        LlamaConfig(2, 64, 2, arch="gpt2")
+
+
+def test_olmo2_block_normalises_each_branch_inside_the_residual():
+    torch.manual_seed(0)
+    cfg = LlamaConfig(1, 64, 2, vocab_size=50, max_seq_len=16, arch="olmo2")
+    model = Llama(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # gains away from 1, so a wrong order shows
+    block = model.layers[0]
+    seen = {}
+    for name in ("attn", "mlp", "attn.q_norm", "attn.k_norm", "mlp.up"):
+        block.get_submodule(name).register_forward_hook(
+            lambda m, inp, out, name=name: seen.update({name: (inp[0], out)}))
+    x = torch.randn(2, 16, 64)
+    cos, sin = model.rope_cos[:16], model.rope_sin[:16]
+    out = block(x, cos, sin)
+    attn_in, attn_out = seen["attn"]
+    mlp_in, mlp_out = seen["mlp"]
+    # the branches see the raw residual stream; their outputs are normalised, then added
+    assert torch.equal(attn_in, x)
+    torch.testing.assert_close(mlp_in, x + block.attn_norm(attn_out))
+    torch.testing.assert_close(out, mlp_in + block.mlp_norm(mlp_out))
+    # ReLU² MLP
+    up_in, up_out = seen["mlp.up"]
+    torch.testing.assert_close(mlp_out, block.mlp.down(F.relu(up_out) ** 2))
+    # QK-norm acts on the full-width queries and keys the qkv projection makes
+    q, k, _ = block.attn.qkv(x).split(64, dim=-1)
+    torch.testing.assert_close(seen["attn.q_norm"][0], q)
+    torch.testing.assert_close(seen["attn.k_norm"][0], k)
+    assert not any(isinstance(m, torch.nn.Linear) and m.bias is not None for m in model.modules())
+
+
+def test_olmo2_trains_over_compressed_linears_with_the_same_names():
+    from capscale.model import BLOCK_LINEARS, compress_model
+
+    torch.manual_seed(0)
+    model = Llama(LlamaConfig(2, 64, 2, vocab_size=50, max_seq_len=16, arch="olmo2"))
+    report = compress_model(model, "int4:had", "int4:had", include=BLOCK_LINEARS)
+    assert sorted({name.split(".", 2)[2] for name in report["layers"]}) == [
+        "attn.proj", "attn.qkv", "mlp.down", "mlp.up"]
+    idx = torch.randint(0, 50, (2, 16))
+    loss = model(idx, idx)
+    loss.backward()
+    assert math.isfinite(loss.item()) and model.layers[0].mlp.up.weight.grad.abs().sum() > 0

@@ -170,3 +170,21 @@ def test_a_folder_holding_another_run_is_refused(tmp_path):
         check_same_run(cfg)
     (tmp_path / "config.json").write_text(json.dumps({"config": {**cfg.to_dict(), "device": "cuda"}}))
     check_same_run(cfg)  # runtime settings may differ
+
+
+def test_architecture_and_learned_scale_rules_are_sweep_settings():
+    spec = spec_from_text("""
+[grid]
+size = ["100k"]
+arch = ["llama", "olmo2"]
+grad = ["trust", "lsq", "pact"]
+formats = ["int3"]
+""" + BASE)
+    assert len(spec.runs) == 6
+    by_name = {r.name: r for r in spec.runs}
+    olmo = [r for r in spec.runs if r.config.arch == "olmo2"]
+    assert all("olmo2" in r.name for r in olmo) and len(set(by_name)) == 6
+    # N follows the architecture: the ReLU² MLP has two matrices of 4d, SwiGLU three of 3d here
+    assert {r.n_params for r in olmo} == {2 * (4 * 64 * 64 + 2 * 64 * 256 + 4 * 64) + 64}
+    with pytest.raises(CapscaleError, match="dorefa"):
+        spec_from_text('[grid]\nsize = ["30k"]\ngrad = ["dorefa"]\n' + BASE)

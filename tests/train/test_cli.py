@@ -31,8 +31,14 @@ def test_arguments_map_onto_the_config():
     custom = cli.config_from_args(_parse("--n-layer", "2", "--n-embd", "64", "--n-head", "2"))
     assert custom.size is None and custom.out.startswith("runs/L2d64h2")
     assert cli.config_from_args(_parse()).size == "30M"
-    with pytest.raises(SystemExit):
-        _parse("--grad", "lsq")
+    learned = cli.config_from_args(_parse("--size", "100k", "--grad", "lsq+", "--arch", "olmo2"))
+    assert (learned.grad, learned.arch) == ("lsq+", "olmo2")
+    assert learned.out == "runs/olmo2-100k-wnone-anone-s0"
+    assert cli.to_argv(learned)[-4:] == ["--grad", "lsq+", "--out", learned.out]
+    assert "--arch" in cli.to_argv(learned)
+    for bad in (("--grad", "dorefa"), ("--arch", "gpt2")):
+        with pytest.raises(SystemExit):
+            _parse(*bad)
 
 
 def test_capscale_train_end_to_end_on_the_embedded_corpus(tmp_path, monkeypatch, capsys):

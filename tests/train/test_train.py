@@ -138,3 +138,18 @@ def test_bf16_autocast_path(data):
     r = train(_cfg(steps=2, eval_every=2, batch_tokens=128, val_tokens=256, dtype="bf16",
                    w_format="int4:had", a_format="int4:had"), data=data)
     assert r["status"] == "finished" and r["dtype"] == "bf16" and 3.0 < r["loss"] < 5.0
+
+
+def test_learned_scales_on_the_olmo2_block_train_and_resume_exactly(tmp_path, data):
+    kw = dict(steps=8, ckpt_every=4, eval_every=4, keep_checkpoints=2, arch="olmo2",
+              w_format="int3", a_format="int3", grad="lsq+")
+    full = train(_cfg(tmp_path / "full", **kw), data=data)
+    assert full["status"] == "finished" and full["arch"] == "olmo2" and full["grad_rule"] == "lsq+"
+    assert full["w_rules"] == "int3:lsq+" and full["a_rules"] == "int3:lsq+(tensor)"
+    again = _cfg(tmp_path / "again", **kw)
+    train(again, data=data)
+    run = tmp_path / "again"
+    (run / "result.json").unlink()
+    (run / "checkpoints" / "latest").write_text("step_0000004\n")
+    # the learned scales and their initialised flags come back from the checkpoint
+    assert train(again, data=data, resume=True)["loss"] == full["loss"]
