@@ -26,6 +26,7 @@ def main() -> None:
     p.add_argument("--eval-every", type=int, default=8)
     p.add_argument("--w", default="none")
     p.add_argument("--a", default="none")
+    p.add_argument("--grad", default="trust")
     p.add_argument("--slow-after", type=int, default=None, help="sleep 0.5 s per step from here")
     p.add_argument("--resume", action="store_true")
     args = p.parse_args()
@@ -37,7 +38,8 @@ def main() -> None:
 
     cfg = TrainConfig(size="30k", seq_len=32, batch_tokens=32 * 16, steps=args.steps,
                       ckpt_every=args.ckpt_every, eval_every=args.eval_every, val_tokens=2048,
-                      out=args.out, progress=False, log_every=4, w_format=args.w, a_format=args.a)
+                      out=args.out, progress=False, log_every=4, w_format=args.w, a_format=args.a,
+                      grad=args.grad)
     result = train(cfg, data=synthetic_data(delay=delay), resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({"loss": result["loss"], "status": result["status"]}))
