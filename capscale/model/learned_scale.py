@@ -116,6 +116,7 @@ class LearnedScale(nn.Module):
         self.offset = (nn.Parameter(torch.zeros(view[0], view[1], 1))
                        if rule == "lsq+" and role == "activation" else None)
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        self._ready = False  # mirrors `initialized` without reading it (a GPU sync) every call
 
     @property
     def label(self) -> str:
@@ -126,8 +127,10 @@ class LearnedScale(nn.Module):
     def forward(self, x2d: torch.Tensor, active: torch.Tensor | None) -> torch.Tensor:
         xv = group_view(x2d, self.group, self.part.spec)
         av = None if active is None else group_view(active, self.group, self.part.spec)
-        if not bool(self.initialized):
-            self._initialise(xv.detach(), av)
+        if not self._ready:
+            if not bool(self.initialized):
+                self._initialise(xv.detach(), av)
+            self._ready = True
         round_normalised = self.part.round_normalised
         if self.rule == "pact":
             q = pact_quantize(xv, self.step, round_normalised)
@@ -136,6 +139,10 @@ class LearnedScale(nn.Module):
         if av is not None:
             q = torch.where(av, q, xv)
         return q.reshape(x2d.shape)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._ready = False  # look at the loaded `initialized` flag on the next call
+        super()._load_from_state_dict(*args, **kwargs)
 
     @torch.no_grad()
     def _initialise(self, xv: torch.Tensor, av: torch.Tensor | None) -> None:

@@ -191,7 +191,7 @@ class SwiGLU(nn.Module):
 
 
 class ReLU2MLP(nn.Module):
-    """The OLMo2-style block's MLP as the issue's model option has it: down(relu(up(x))²)."""
+    """The OLMo2-style block's MLP: squared ReLU, down(relu(up(x))²), two matrices."""
 
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
