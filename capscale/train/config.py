@@ -114,11 +114,11 @@ class TrainConfig:
             raise CapscaleError(f"warmup-frac={self.warmup_frac}: must lie in [0, 1)")
         # bad format specs and gradient-rule settings fail here, before any data is read
         from capscale.formats import parse_format
-        from capscale.model.compressed_linear import grad_rule_from_config
+        from capscale.model.compressed_linear import OperandCompressor, grad_rule_from_config
 
-        parse_format(self.w_format)
-        parse_format(self.a_format)
-        grad_rule_from_config(self)
+        rule = grad_rule_from_config(self)
+        for spec in (self.w_format, self.a_format):  # and the rule fits each format
+            OperandCompressor(parse_format(spec), rule)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -45,3 +45,11 @@ def test_config_round_trip():
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(CapscaleError, match="unknown training settings"):
         TrainConfig.from_dict({**cfg.to_dict(), "colour": "red"})
+
+
+def test_a_rule_that_does_not_fit_the_format_fails_before_any_data_is_read():
+    for kw, words in ((dict(w_format="mxfp4", grad="lsq"), "scalar grid"),
+                      (dict(a_format="2:4", sparse_grad="b-rms"), "N:M")):
+        with pytest.raises(CapscaleError, match=words):
+            TrainConfig(size="30k", **kw).validate()
+    TrainConfig(size="30k", w_format="sparse0.5+int4", grad="pact").validate()
