@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ class Config:
     a: str = "none"
     grad: str = "trust"
     seeds: tuple[int, ...] = (0,)
-    flags: tuple[str, ...] = field(default=())  # further `capscale train` flags (--arch, --size)
+    flags: tuple[str, ...] = ()  # further `capscale train` flags (--arch, --size)
 
 
 def add_arguments(p: argparse.ArgumentParser, root: str, size: str, tokens: int) -> None:
