@@ -1,8 +1,9 @@
 """Training speed of compressed layers and of the trainer, as ratios measured in one process.
 
 1. Step time (forward + backward + AdamW) of the model with int4:had on weights and
-   activations, and with sparse0.5+int4 weights, each divided by the step time of the
-   dense model (goal on CPU: <= 1.3x).
+   activations, with sparse0.5+int4 weights, and with int4 weights and activations under
+   LSQ's learned scales, each divided by the step time of the dense model (goal on CPU:
+   <= 1.3x).
 2. Tokens/s of ``capscale.train.train`` on the dense model divided by the tokens/s of a
    minimal plain-PyTorch loop over the same model, batches and optimizer (goal: >= 0.95x).
 
@@ -26,8 +27,10 @@ from capscale.model import Llama, compress_model, config_for_size
 from capscale.train import RunData, TrainConfig, train
 from capscale.train.optim import build_optimizer
 
-VARIANTS = (("dense", "none", "none"), ("int4:had W+A", "int4:had", "int4:had"),
-            ("sparse0.5+int4 W", "sparse0.5+int4", "none"))
+# (name, weight format, activation format, gradient rule)
+VARIANTS = (("dense", "none", "none", "trust"), ("int4:had W+A", "int4:had", "int4:had", "trust"),
+            ("sparse0.5+int4 W", "sparse0.5+int4", "none", "trust"),
+            ("int4 W+A lsq", "int4", "int4", "lsq"))
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core FLOP/s
 
 
@@ -61,10 +64,10 @@ def step_times(size, vocab, seq_len, batch, device, repeats, dtype):
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16"
                 else torch.autocast(device.type, enabled=False))
     models = {}
-    for name, w, a in VARIANTS:
+    for name, w, a, rule in VARIANTS:
         torch.manual_seed(0)
         m = Llama(cfg)
-        compress_model(m, w, a, grad_rule="trust")
+        compress_model(m, w, a, grad_rule=rule)
         m.to(device)
         models[name] = (m, torch.optim.AdamW(m.parameters(), lr=1e-4, betas=(0.9, 0.95)))
 
