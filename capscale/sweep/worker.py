@@ -14,7 +14,6 @@ Every launcher ends here (a local process, a SLURM job, a job array task). The w
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -29,12 +28,9 @@ BUSY = 75  # EX_TEMPFAIL: another process holds the run
 
 
 def read_manifest(path: str | os.PathLike) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise CapscaleError(f"sweep manifest {path} does not exist") from None
-    except json.JSONDecodeError as e:
-        raise CapscaleError(f"sweep manifest {path} is not valid JSON: {e}") from None
+    from capscale.train import records
+
+    return records.read_json(path, "sweep manifest")
 
 
 def run_config(manifest_path: str | os.PathLike, name: str):

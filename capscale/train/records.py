@@ -30,13 +30,15 @@ ROW_COLUMNS = (
 )
 
 
-def read_json(path: Path) -> dict:
+def read_json(path: Path, what: str | None = None) -> dict:
+    """A JSON file's contents; a missing or broken file is a CapscaleError naming ``what`` it is."""
+    name = f"{what} {path}" if what else str(path)
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise CapscaleError(f"{path} does not exist") from None
+        raise CapscaleError(f"{name} does not exist") from None
     except json.JSONDecodeError as e:
-        raise CapscaleError(f"{path} is not valid JSON: {e}") from None
+        raise CapscaleError(f"{name} is not valid JSON: {e}") from None
 
 
 def load_result(run_dir: str | Path) -> dict | None:
