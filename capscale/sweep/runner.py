@@ -20,6 +20,7 @@ from capscale.sweep import slurm as slurm_mod
 from capscale.sweep.local import Progress, launch_local
 from capscale.sweep.spec import LAUNCHERS, SweepSpec
 from capscale.sweep.state import (
+    STATUSES,
     order_for_launch,
     run_status,
     status_table,
@@ -57,8 +58,7 @@ def plan_text(spec: SweepSpec, root: Path, launcher: str, jobs: int, gpus_per_ru
         lines.append(f"{row['name']:<48} {row['N']:>12,} {row['D']:>14,} {row['steps']:>7,} "
                      f"{est.hours_of(i):>8.2f}  {row['status']}")
     counts = status["status"].value_counts().to_dict()
-    lines.append("status: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in
-                                         ("finished", "diverged", "unfinished", "pending")))
+    lines.append("status: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES))
     lines.append(f"cost: {est.describe()}")
     lines.append(f"launcher: {launcher}, {jobs} run(s) at once, {gpus_per_run} process(es) per run")
     return "\n".join(lines)
@@ -159,8 +159,7 @@ def run_sweep(spec: SweepSpec, root: str | Path | None = None, *, launcher: str 
     runs_csv, status_csv, status = write_tables(spec, root)
     counts = status["status"].value_counts().to_dict()
     failed = [n for n, v in launched.items() if str(v).startswith("failed")]
-    _say(f"[sweep] {spec.name}: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in
-                                              ("finished", "diverged", "unfinished", "pending"))
+    _say(f"[sweep] {spec.name}: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES)
          + (f" ({len(failed)} failed in this launch: {', '.join(failed)})" if failed else ""), quiet)
     _say(f"[sweep] runs table: {runs_csv} (fit it with: capscale fit {runs_csv} --law decoupled)",
          quiet)

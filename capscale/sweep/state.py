@@ -83,11 +83,7 @@ def runs_table(spec: SweepSpec, root: Path) -> pd.DataFrame:
             row["run"] = run.name
             row["run_dir"] = str(root / run.name)
             rows.append(row)
-    if not rows:
-        return pd.DataFrame(columns=[*records.ROW_COLUMNS, "run", "run_dir"])
-    df = pd.DataFrame(rows)
-    front = [c for c in records.ROW_COLUMNS if c in df.columns]
-    return df[front + [c for c in df.columns if c not in front]]
+    return records.runs_frame(rows, ("run", "run_dir"))
 
 
 def write_tables(spec: SweepSpec, root: Path) -> tuple[Path, Path, pd.DataFrame]:

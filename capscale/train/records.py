@@ -135,8 +135,6 @@ def load_runs(root: str | Path, include_unfinished: bool = False):
     With ``include_unfinished``, folders with a config but no result appear with
     status "unfinished" (and no loss), so a sweep can see what is left to do.
     """
-    import pandas as pd
-
     root = Path(root)
     rows = []
     for cfg_path in sorted(root.rglob(CONFIG)):
@@ -154,8 +152,16 @@ def load_runs(root: str | Path, include_unfinished: bool = False):
             continue
         row["run_dir"] = str(run_dir)
         rows.append(row)
+    return runs_frame(rows, ("run_dir",))
+
+
+def runs_frame(rows: list[dict], extra_columns: tuple[str, ...] = ()):
+    """Runs-table rows as a DataFrame, the contract columns first (their names alone, plus
+    ``extra_columns``, when there are no rows)."""
+    import pandas as pd
+
+    if not rows:
+        return pd.DataFrame(columns=[*ROW_COLUMNS, *extra_columns])
     df = pd.DataFrame(rows)
-    if df.empty:
-        return pd.DataFrame(columns=[*ROW_COLUMNS, "run_dir"])
     front = [c for c in ROW_COLUMNS if c in df.columns]
     return df[front + [c for c in df.columns if c not in front]]
