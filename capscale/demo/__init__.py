@@ -200,15 +200,15 @@ def iso_loss_rho(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def rho_comparison(df: pd.DataFrame, fits: dict, quest_unified) -> pd.DataFrame:
+def rho_comparison(df: pd.DataFrame, fits: dict, quest_unified, iso: pd.DataFrame) -> pd.DataFrame:
     """Each trained format's capacity: fitted (decoupled law), measured at equal loss (largest
-    size), and predicted from GMSE (the paper's constants; the curve fitted on QuEST)."""
+    size; ``iso`` is :func:`iso_loss_rho` of ``df``), and predicted from GMSE (the paper's
+    constants; the curve fitted on QuEST)."""
     from capscale.capacity import UNIFIED_LLAMA_C4, rho_unified
     from capscale.laws import representation as rep
 
     dec = fits.get("decoupled")
     derived = dec.info.get("derived_eff", {}) if dec is not None and not isinstance(dec, str) else {}
-    iso = iso_loss_rho(df)
     largest = iso[iso["N"] == iso["N"].max()].set_index("format") if len(iso) else iso
     rows = []
     for (w, a), _ in df.groupby(["w_format", "a_format"], sort=False):
@@ -332,8 +332,8 @@ def run_demo(out: str | Path = "capscale-demo", *, jobs: int | None = None,
     sweep_df = load_runs(outcome.runs_csv)
     fits = fit_laws(sweep_df, n_bootstrap=n_bootstrap, capacity_groups="single")
     ordering = ordering_table(sweep_df)
-    rho = rho_comparison(sweep_df, fits, quest[1])
     iso = iso_loss_rho(sweep_df)
+    rho = rho_comparison(sweep_df, fits, quest[1], iso)
     print("\nvalidation loss per model size (lower is better):")
     shown = ordering.drop(columns=["order_by_gmse", "order_by_loss"])
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
