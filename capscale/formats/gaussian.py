@@ -36,7 +36,11 @@ def _x_pdf(x: np.ndarray) -> np.ndarray:
 
 def gaussian_cell_moments(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Partial moments ∫ x^k φ(x) dx, k = 0, 1, 2, over the cells [edges[i], edges[i+1]]."""
-    a, b = edges[:-1], edges[1:]
+    return gaussian_interval_moments(edges[:-1], edges[1:])
+
+
+def gaussian_interval_moments(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Partial moments ∫_a^b x^k φ(x) dx, k = 0, 1, 2, elementwise over arrays of intervals."""
     m0 = ndtr(b) - ndtr(a)
     m1 = _pdf(a) - _pdf(b)
     m2 = m0 + _x_pdf(a) - _x_pdf(b)
