@@ -121,6 +121,22 @@ def refit_law(df: pd.DataFrame, law: str, prior: Prior, true_loss: np.ndarray,
     return the_law, ms.theta
 
 
+def as_fit(runs: pd.DataFrame, prior: Prior, law: str = "decoupled", **law_options) -> FitResult:
+    """A callable prior as a fit of ``law`` to its noise-free losses on ``runs`` (done once,
+    so that later designs over subsets of these runs need no multi-start fit)."""
+    if isinstance(prior, FitResult):
+        return prior
+    df = _check_runs(runs)
+    loss, eff = true_values(df, prior)
+    the_law, theta = refit_law(df, law, prior, loss, eff, law_options)
+    from capscale.laws.fit import SCHEMA
+
+    info = {"schema": SCHEMA, "law": the_law.name, "rmse_loss": 0.0,
+            "settings": {"interval_level": 0.95},
+            "data": {"columns": rep.part_columns(df)}, "derived_eff": {}}
+    return FitResult(the_law, theta, None, info)
+
+
 # ---------------------------------------------------------------- asymptotic precision
 
 
@@ -157,26 +173,23 @@ class Precision:
         le = _jacobian(lambda t: np.log(law.eff(t, X)), theta)  # (n, P)
         self.G = le[key_rows]  # gradient of log ρ of each key, (K, P)
         self.rho = law.eff(theta[None, :], X)[0][key_rows]
-        P = theta.size
-        self.ridge = 1e-10 * np.eye(P)
 
     def halfwidths(self, counts: np.ndarray) -> np.ndarray:
         """Half-width of each ρ for designs given as run counts per row, (M, n) -> (M, K).
         Designs that leave a parameter unidentified give inf."""
         counts = np.atleast_2d(np.asarray(counts, dtype=np.float64))
-        A = np.einsum("mi,ipq->mpq", counts, self.A) + self.ridge
+        A = np.einsum("mi,ipq->mpq", counts, self.A)
         B = np.einsum("mi,ipq->mpq", counts, self.B)
         out = np.full((counts.shape[0], len(self.keys)), np.inf)
-        for m in range(counts.shape[0]):
-            try:
-                AiG = np.linalg.solve(A[m], self.G.T)  # (P, K)
-            except np.linalg.LinAlgError:
-                continue
-            var = np.einsum("pk,pq,qk->k", AiG, B[m], AiG)
-            cond = np.linalg.cond(A[m])
-            if not np.isfinite(cond) or cond > 1e12:
-                continue
-            out[m] = self.z * self.rho * np.sqrt(np.maximum(var, 0.0))
+        with np.errstate(all="ignore"):
+            cond = np.linalg.cond(A)  # of the information itself: a design that cannot
+            # separate the parameters has none to invert
+        good = np.isfinite(cond) & (cond < 1e12)
+        if good.any():
+            G = np.broadcast_to(self.G.T, (int(good.sum()),) + self.G.T.shape)
+            AiG = np.linalg.solve(A[good], G)  # (M, P, K)
+            var = np.einsum("mpk,mpq,mqk->mk", AiG, B[good], AiG)
+            out[good] = self.z * self.rho * np.sqrt(np.maximum(var, 0.0))
         return out
 
 
@@ -315,3 +328,87 @@ def _bootstrap_halfwidths(law, X, Y, thetas, B, key_rows, level, delta, seed) ->
     q = 100 * (1 - level) / 2
     lo, hi = np.nanpercentile(rho, [q, 100 - q], axis=1)
     return np.nanmedian((hi - lo) / 2, axis=0)
+
+
+# ---------------------------------------------------------------- design search
+
+
+def search_design(candidates: pd.DataFrame, prior: Prior, *, cost: np.ndarray, target,
+                  noise: float, fixed: np.ndarray | None = None, law: str = "decoupled",
+                  level: float = 0.95, delta: float = 1e-3, max_replicas: int = 8,
+                  **law_options) -> tuple[np.ndarray, pd.DataFrame]:
+    """The cheapest design found over ``candidates`` (one row per distinct run; a design
+    gives each a count of seeds) whose asymptotic half-width of every compressed format's ρ
+    is at most ``target`` (a number, or a dict key -> number).
+
+    ``cost`` is each candidate's cost (accelerator-hours); ``fixed`` counts runs already done
+    (they cost nothing and stay). The search starts from one seed of every candidate, adds
+    the replica with the largest reduction of Σ_k (hw_k/target_k)² excess per unit cost while
+    a target is missed, then removes, one at a time, the run whose removal raises
+    Σ_k (hw_k/target_k)² least per unit cost saved while every target stays met (and the
+    design keeps two runs more than the law has parameters).
+    Returns the counts (excluding ``fixed``) and the predicted half-widths.
+    """
+    df = _check_runs(candidates)
+    _check_noise(noise)
+    n = len(df)
+    cost = np.asarray(cost, dtype=np.float64)
+    if cost.shape != (n,) or not np.all(np.isfinite(cost) & (cost > 0)):
+        raise CapscaleError("search_design: cost must give a positive number per candidate run")
+    fixed = np.zeros(n) if fixed is None else np.asarray(fixed, dtype=np.float64)
+    loss, eff = true_values(df, prior)
+    the_law, theta = refit_law(df, law, prior, loss, eff, law_options)
+    keys, rows = _compressed_keys(df)
+    if not keys:
+        raise CapscaleError("the candidates have no compressed run; there is no ρ to measure")
+    prec = Precision(the_law, theta, the_law.design(df), loss, noise, keys, rows,
+                     delta=delta, level=level)
+    t = np.array([target.get(k, math.nan) if isinstance(target, dict) else float(target)
+                  for k in keys], dtype=np.float64)
+    if not np.all(np.isfinite(t) & (t > 0)):
+        raise CapscaleError(f"the target half-width must be positive for every format ({keys})")
+
+    def score(hw):  # (M, K) -> Σ (hw/t)²; excess: only the part above the target
+        r = (hw / t) ** 2
+        return r.sum(1), np.maximum(r - 1.0, 0.0).sum(1)
+
+    def met(hw):
+        return np.all(hw <= t * (1 + 1e-9), axis=1)
+
+    counts = np.where(fixed > 0, 0.0, 1.0)
+    eye = np.eye(n)
+    # forward: add replicas while a target is missed
+    for _ in range(int(max_replicas * n)):
+        hw = prec.halfwidths(fixed + counts)
+        if met(hw)[0]:
+            break
+        _, ex0 = score(hw)
+        trial = fixed + counts + eye
+        _, ex = score(prec.halfwidths(trial))
+        gain = (ex0[0] - ex) / cost
+        gain[counts + fixed >= max_replicas] = -np.inf
+        if not np.isfinite(ex0[0]):
+            gain = np.where(np.isfinite(ex), 1.0 / cost, -np.inf)
+        i = int(np.argmax(gain))
+        if not np.isfinite(gain[i]) or gain[i] <= 0:
+            break
+        counts[i] += 1
+    # backward: drop runs while every target stays met
+    min_runs = theta.size + 2  # the fitter needs more runs than parameters; keep a margin
+    while met(prec.halfwidths(fixed + counts))[0]:
+        live = np.flatnonzero(counts > 0)
+        if live.size == 0 or (fixed + counts).sum() - 1 < min_runs:
+            break
+        trial = fixed + counts - eye[live]
+        hw = prec.halfwidths(trial)
+        ok = met(hw)
+        if not ok.any():
+            break
+        s, _ = score(hw)
+        s0, _ = score(prec.halfwidths(fixed + counts))
+        rate = np.where(ok, (s - s0[0]) / cost[live], np.inf)
+        counts[live[int(np.argmin(rate))]] -= 1
+    hw = prec.halfwidths(fixed + counts)[0]
+    table = pd.DataFrame({"format": keys, "rho": prec.rho, "target": t, "half_width": hw,
+                          "met": hw <= t * (1 + 1e-9)})
+    return counts.astype(int), table

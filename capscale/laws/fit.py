@@ -11,6 +11,7 @@ import math
 import os
 import platform
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -100,10 +101,12 @@ class FitResult:
         level = level or self.info["settings"]["interval_level"]
         X = self.law.design(runs)
         out = pd.DataFrame(index=runs.index)
-        lp = self.law.log_predict(self.theta[None, :], X)[0]
+        with np.errstate(invalid="ignore"):  # NaN where a fit has no loss (published ρ only)
+            lp = self.law.log_predict(self.theta[None, :], X)[0]
         out["loss"] = np.exp(lp)
         if self.samples is not None and len(self.samples):
-            lps = np.exp(self.law.log_predict(self.samples, X))
+            with np.errstate(invalid="ignore"):
+                lps = np.exp(self.law.log_predict(self.samples, X))
             lo, hi = _percentiles(lps, level, axis=0)
             out["loss_lo"], out["loss_hi"] = lo, hi
         if self.law.has_eff:
@@ -189,7 +192,9 @@ class FitResult:
 
 def _percentiles(x: np.ndarray, level: float, axis: int = 0):
     q = 100 * (1 - level) / 2
-    lo, hi = np.nanpercentile(x, [q, 100 - q], axis=axis)
+    with warnings.catch_warnings():  # a quantity no sample defines is NaN, said without noise
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo, hi = np.nanpercentile(x, [q, 100 - q], axis=axis)
     return lo, hi
 
 
