@@ -129,6 +129,10 @@ def builtin_fit(name: str, *, rebuild: bool = False) -> FitResult:
                 return FitResult.load(path)
             except CapscaleError:
                 pass
+        import sys
+
+        print(f"building {PREFIX}{name} once ({recipe.description}); it is cached in "
+              f"{path.parent}", file=sys.stderr, flush=True)
         fit = build(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         fit.to_json(path)
