@@ -237,7 +237,8 @@ def fit_law(runs: pd.DataFrame | str | os.PathLike, law: str = "chinchilla", *,
     (with replacement, refitted in parallel over ``n_jobs`` processes) give percentile
     intervals at ``level`` for every parameter, and the largest model size is held out and
     predicted from a fit to the rest (``heldout``). Law options: ``key_columns`` (decoupled),
-    ``capacity_groups``, ``split_composed``, ``fix_L`` (unified).
+    ``capacity_groups``, ``split_composed``, ``fix_L`` (unified); ``fix`` (any law: natural
+    parameters held at given values, ``{"E": 1.7, "alpha": 0.3}`` or ``"F=0.41,C=1.39"``).
     """
     t0 = time.perf_counter()
     df = runs if isinstance(runs, pd.DataFrame) else load_runs(runs)
@@ -406,7 +407,7 @@ def _search_warnings(law: Law, ms, spread: dict, lo=None, hi=None, skip=()) -> l
 def _interval_warnings(law: Law, best: np.ndarray, lo: np.ndarray, hi: np.ndarray,
                        skip=()) -> list[str]:
     out = []
-    for j in sorted(set(law.log_params) - set(skip)):
+    for j in sorted(set(getattr(law, "natural_log_params", law.log_params)) - set(skip)):
         name = law.natural_names[j]
         if lo[j] > 0 and hi[j] / lo[j] > 100:
             out.append(f"{name} is not identified by these runs: its interval spans "
