@@ -176,20 +176,30 @@ class Precision:
 
     def halfwidths(self, counts: np.ndarray) -> np.ndarray:
         """Half-width of each ρ for designs given as run counts per row, (M, n) -> (M, K).
-        Designs that leave a parameter unidentified give inf."""
+        Designs that leave a ρ unidentified (or that have no runs) give inf."""
         counts = np.atleast_2d(np.asarray(counts, dtype=np.float64))
         A = np.einsum("mi,ipq->mpq", counts, self.A)
         B = np.einsum("mi,ipq->mpq", counts, self.B)
-        out = np.full((counts.shape[0], len(self.keys)), np.inf)
-        with np.errstate(all="ignore"):
-            cond = np.linalg.cond(A)  # of the information itself: a design that cannot
-            # separate the parameters has none to invert
-        good = np.isfinite(cond) & (cond < 1e12)
-        if good.any():
-            G = np.broadcast_to(self.G.T, (int(good.sum()),) + self.G.T.shape)
-            AiG = np.linalg.solve(A[good], G)  # (M, P, K)
-            var = np.einsum("mpk,mpq,mqk->mk", AiG, B[good], AiG)
-            out[good] = self.z * self.rho * np.sqrt(np.maximum(var, 0.0))
+        M, P = A.shape[0], A.shape[1]
+        out = np.full((M, len(self.keys)), np.inf)
+        scale = np.trace(A, axis1=1, axis2=2) / P
+        live = scale > 0
+        if not live.any():
+            return out
+        # A parameter the design cannot pin (say E of a fit where E → 0) leaves A singular;
+        # it matters only if ρ depends on it. Solve with two tiny ridges: where ρ's variance
+        # does not move, ρ is identified whatever happens along the singular direction.
+        eye = np.eye(P)[None]
+        G = np.broadcast_to(self.G.T, (int(live.sum()),) + self.G.T.shape)
+        var = []
+        for lam in (1e-10, 1e-8):
+            Ar = A[live] + lam * scale[live, None, None] * eye
+            AiG = np.linalg.solve(Ar, G)  # (M, P, K)
+            var.append(np.einsum("mpk,mpq,mqk->mk", AiG, B[live], AiG))
+        v1, v2 = var
+        stable = np.isfinite(v1) & (np.abs(v1 - v2) <= 1e-3 * np.abs(v1) + 1e-300)
+        hw = self.z * self.rho * np.sqrt(np.maximum(v1, 0.0))
+        out[live] = np.where(stable, hw, np.inf)
         return out
 
 
@@ -385,7 +395,8 @@ def search_design(candidates: pd.DataFrame, prior: Prior, *, cost: np.ndarray, t
         _, ex0 = score(hw)
         trial = fixed + counts + eye
         _, ex = score(prec.halfwidths(trial))
-        gain = (ex0[0] - ex) / cost
+        with np.errstate(invalid="ignore"):
+            gain = (ex0[0] - ex) / cost
         gain[counts + fixed >= max_replicas] = -np.inf
         if not np.isfinite(ex0[0]):
             gain = np.where(np.isfinite(ex), 1.0 / cost, -np.inf)
