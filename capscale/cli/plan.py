@@ -82,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
         comps.append({"design": label, "runs": len(c["runs"]), "hours": c["hours"],
                       "half_width": dict(zip(keys, [None if not np.isfinite(v) else float(v) for v in hw])),
                       "hours_to_target": hours_to_target(c["hours"], hw, args.target)})
+        h2t = comps[-1]["hours_to_target"]
+        ok = plan.met and math.isfinite(h2t)
+        comps[-1]["saving_hours"] = h2t - plan.hours if ok else None
+        comps[-1]["saving_fraction"] = 1 - plan.hours / h2t if ok and h2t > 0 else None
     name = args.name or (Path(args.output).stem if args.output else "plan")
     toml = plan_toml(plan, name=name, scale=args.scale, cost=cost)
     est = None
@@ -108,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
                "half_width": {r["format"]: r["predicted_half_width"] for r in rows},
                "formats_detail": rows, "comparisons": comps, "notes": plan.notes,
                "output": args.output}
-        print(json.dumps(out, indent=2, default=_jsonable))
+        print(json.dumps(_finite(out), indent=2, default=_jsonable, allow_nan=False))
         return 0
     print(f"plan: rho of {', '.join(keys)} to ±{args.target:g} (95%), designed at {args.prior}")
     print(f"loss noise {noise:.3g} nats ({noise_src}); ladder '{args.scale}' "
@@ -141,8 +145,12 @@ def run(args: argparse.Namespace) -> int:
         hw = ", ".join(f"{k} " + ("not identified" if v is None else f"±{v:.4f}")
                        for k, v in c["half_width"].items())
         h2t = c["hours_to_target"]
-        saving = ("the grid never reaches the target" if not math.isfinite(h2t) or not plan.met
-                  else f"saving {h2t - plan.hours:,.1f} h ({1 - plan.hours / h2t:.0%})")
+        if not math.isfinite(h2t):
+            saving = "the grid never reaches the target"
+        elif c["saving_hours"] is None:
+            saving = "no saving claimed: the plan misses the target"
+        else:
+            saving = f"saving {c['saving_hours']:,.1f} h ({c['saving_fraction']:.0%})"
         print(f"  {c['design']}: {c['runs']} runs, {c['hours']:,.1f} h: {hw}; hours to target "
               f"{'inf' if not math.isfinite(h2t) else f'{h2t:,.1f}'}; {saving}")
     for n in plan.notes:
@@ -167,3 +175,16 @@ def _jsonable(v):
     except (TypeError, ValueError):
         return str(v)
     return f if math.isfinite(f) else None
+
+
+def _finite(obj):
+    """JSON has no infinity: a number a design never reaches is null."""
+    import math
+
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

@@ -116,7 +116,7 @@ def test_cli_plan_json_and_toml(tmp_path, capsys, prior):
                      "--prior", str(tmp_path / "prior.json"), "--noise", "0.01", "--scale", "cpu",
                      "--sims", "200", "-o", str(out), "--json"])
     assert code == 0
-    res = json.loads(capsys.readouterr().out)
+    res = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(c))
     assert res["met"] and res["runs"]
     assert set(res["runs"][0]) >= {"N", "D", "w_format", "a_format", "seed"}
     assert set(res["half_width"]) == {"int4/int4", "int2/int2"}
