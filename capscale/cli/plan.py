@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         ok = plan.met and math.isfinite(h2t)
         comps[-1]["saving_hours"] = h2t - plan.hours if ok else None
         comps[-1]["saving_fraction"] = 1 - plan.hours / h2t if ok and h2t > 0 else None
+    measured = _measured(done, keys, args.target, args.seed) if done is not None else None
     name = args.name or (Path(args.output).stem if args.output else "plan")
     toml = plan_toml(plan, name=name, scale=args.scale, cost=cost)
     est = None
@@ -111,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
                          "hours": float(r.hours)} for r in plan.runs.itertuples()],
                "half_width": {r["format"]: r["predicted_half_width"] for r in rows},
                "formats_detail": rows, "comparisons": comps, "notes": plan.notes,
+               "measured": measured,
                "output": args.output}
         print(json.dumps(_finite(out), indent=2, default=_jsonable, allow_nan=False))
         return 0
@@ -120,6 +122,15 @@ def run(args: argparse.Namespace) -> int:
           f"{', '.join(f'{t:g}' for t in (tpp or LADDERS[args.scale]['tokens_per_param']))})")
     if done is not None:
         print(f"runs done: {len(done)} (from {args.runs}); they count and cost nothing")
+        if measured.get("error"):
+            print(f"measured so far: not identified ({measured['error']})")
+        else:
+            for k, m in measured["formats"].items():
+                hw = m["half_width"]
+                state = ("not in the runs yet" if hw is None else
+                         f"rho {m['rho']:.3f} ±{hw:.4f} (bootstrap of a decoupled fit to the runs "
+                         f"done): {'meets' if hw <= args.target else 'misses'} ±{args.target:g}")
+                print(f"  measured {k}: {state}")
     if len(plan.runs) == 0:
         print("\nno runs to add: the runs done already meet the target (confirmed below)")
     else:
@@ -188,3 +199,24 @@ def _finite(obj):
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+def _measured(done, keys: list[str], target: float, seed: int) -> dict:
+    """ρ of each format measured from the runs done: a decoupled fit with 200 bootstrap
+    resamples (half-width of its 95% interval), or why it cannot be fitted yet."""
+    from capscale.errors import CapscaleError
+    from capscale.laws import fit_law
+
+    try:
+        fit = fit_law(done, "decoupled", n_bootstrap=200, heldout=False, seed=seed)
+    except CapscaleError as e:
+        return {"error": str(e)}
+    out = {}
+    for k in keys:
+        name = f"eff[{k}]"
+        if name not in fit.law.natural_names:
+            out[k] = {"rho": None, "half_width": None}
+            continue
+        lo, hi = fit.interval(name)
+        out[k] = {"rho": fit.param(name), "half_width": (hi - lo) / 2, "met": (hi - lo) / 2 <= target}
+    return {"formats": out, "n_bootstrap": 200, "law": "decoupled"}

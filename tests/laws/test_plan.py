@@ -128,3 +128,18 @@ def test_cli_plan_json_and_toml(tmp_path, capsys, prior):
     assert cli.main(["plan", "--format", "int4", "--target", "0.05", "--prior",
                      str(tmp_path / "prior.json"), "--scale", "cpu"]) == 2
     assert "--noise" in capsys.readouterr().err
+
+
+def test_cli_sequential_reports_what_is_measured(tmp_path, capsys, prior, plan):
+    prior.to_json(tmp_path / "prior.json")
+    done = plan.runs.assign(loss=true_loss(plan.runs)["loss"].to_numpy()
+                            * np.exp(0.0005 * np.random.default_rng(1).standard_normal(len(plan.runs))))
+    done.to_csv(tmp_path / "runs.csv", index=False)
+    code = cli.main(["plan", "--format", "int4", "--format", "int2", "--target", "0.03",
+                     "--prior", str(tmp_path / "prior.json"), "--noise", "0.01", "--scale", "cpu",
+                     "--sims", "200", "--runs", str(tmp_path / "runs.csv"), "--json"])
+    assert code == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["runs"] == [] and res["met"]
+    m = res["measured"]["formats"]
+    assert m["int4/int4"]["rho"] == pytest.approx(0.7, abs=0.02) and m["int4/int4"]["met"]
