@@ -12,6 +12,7 @@ from capscale.model.compressed_linear import (
 )
 from capscale.model.gradient_rules import GradRule
 from capscale.model.llama import SIZES, Llama, LlamaConfig, config_for_size, size_preset
+from capscale.model.part_gradients import PartGradient, register_part_gradient
 
 __all__ = [
     "BLOCK_LINEARS",
@@ -20,7 +21,9 @@ __all__ = [
     "GradRule",
     "Llama",
     "LlamaConfig",
+    "PartGradient",
     "compress_model",
     "config_for_size",
+    "register_part_gradient",
     "size_preset",
 ]
