@@ -24,6 +24,7 @@ COMMANDS = {
     "fit": "fit",
     "predict": "predict",
     "compare": "compare",
+    "probe": "probe",
     "sweep": "sweep",
     "report": "report",
     "demo": "demo",
