@@ -107,6 +107,7 @@ _REGISTRY: dict[str, Plugin] = {}
 _LOADED: set[str] = set()  # plugin files (resolved paths) and modules already imported
 _ORIGIN: list[tuple[str, str]] = []  # (origin, file hash) of the plugin being loaded
 _AUTOLOADED = False
+_AUTOLOAD_ERROR: list[str] = []
 
 
 def register(name: str, fmt, bits: float | Callable | None = None, *, grid=None,
@@ -182,6 +183,9 @@ def lookup(name: str) -> Plugin | None:
     if name in _REGISTRY:
         return _REGISTRY[name]
     _autoload()
+    if name not in _REGISTRY and _AUTOLOAD_ERROR:
+        raise CapscaleError(f"format {name!r} is not registered, and a plugin failed to load: "
+                            f"{_AUTOLOAD_ERROR[0]}")
     return _REGISTRY.get(name)
 
 
@@ -351,16 +355,24 @@ def _loading(origin: str, file_hash: str, ref: str):
 
 
 def _autoload() -> None:
+    """Load CAPSCALE_PLUGINS and the entry points, once; a failure is kept and reported with
+    every name that is then not found."""
     global _AUTOLOADED
     if _AUTOLOADED:
         return
     _AUTOLOADED = True
-    for ref in [x for x in os.environ.get(ENV_VAR, "").split(os.pathsep) if x]:
-        load_plugin(ref)
     from importlib.metadata import entry_points
 
+    for ref in [x for x in os.environ.get(ENV_VAR, "").split(os.pathsep) if x]:
+        try:
+            load_plugin(ref)
+        except CapscaleError as e:
+            _AUTOLOAD_ERROR.append(f"{ENV_VAR}: {e}")
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        with _loading(f"entry point {ep.value}", "", f"entry point {ep.name} ({ep.value})"):
-            obj = ep.load()
-            if callable(obj) and not isinstance(obj, type):
-                obj()
+        try:
+            with _loading(f"entry point {ep.value}", "", f"entry point {ep.name} ({ep.value})"):
+                obj = ep.load()
+                if callable(obj) and not isinstance(obj, type):
+                    obj()
+        except CapscaleError as e:
+            _AUTOLOAD_ERROR.append(str(e))

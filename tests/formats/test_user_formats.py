@@ -220,3 +220,37 @@ def test_sweep_fit_compare_predict_and_report_with_user_formats(tmp_path, monkey
                  "--json", "--plugin", PLUGIN]) == 0
     pred = json.loads(capsys.readouterr().out)["predictions"][0]
     assert pred["eff"] == pytest.approx(rows["myfp4"]["rho"], rel=1e-9)
+
+
+def test_a_fit_refuses_two_versions_of_one_plugin_format():
+    import pandas as pd
+
+    from capscale.laws.table import validate_runs
+
+    df = pd.DataFrame({"N": [1e6, 2e6, 4e6], "D": [1e8, 2e8, 4e8], "loss": [3.0, 2.9, 2.8],
+                       "w_format": ["myfp4", "myfp4", "int4"], "a_format": ["none"] * 3,
+                       "plugin_w": ["myfp4@aaaa", "myfp4@bbbb", None]})
+    with pytest.raises(CapscaleError, match="2 versions of its plugin"):
+        validate_runs(df)
+    df.loc[1, "plugin_w"] = "myfp4@aaaa"
+    assert len(validate_runs(df)[0]) == 3
+
+
+def test_plugins_named_in_the_environment_load_on_first_use(tmp_path, monkeypatch):
+    """What a sweep worker does: CAPSCALE_PLUGINS names the plugin, the first unknown name loads
+    it; a broken one is reported with the name that was not found."""
+    good = tmp_path / "envfmt.py"
+    good.write_text("import capscale.formats as cf\ncf.register('envfmt', lambda x: x.round(), bits=8)\n")
+    monkeypatch.setattr(registry, "_AUTOLOADED", False)
+    monkeypatch.setattr(registry, "_AUTOLOAD_ERROR", [])
+    monkeypatch.setenv(registry.ENV_VAR, str(good))
+    assert str(cf.parse_format("sparse0.5+envfmt")) == "sparse0.5+envfmt"
+    cf.unregister("envfmt")
+    bad = tmp_path / "broken.py"
+    bad.write_text("raise RuntimeError('boom')\n")
+    monkeypatch.setattr(registry, "_AUTOLOADED", False)
+    monkeypatch.setattr(registry, "_AUTOLOAD_ERROR", [])
+    monkeypatch.setenv(registry.ENV_VAR, str(bad))
+    with pytest.raises(CapscaleError, match="boom"):
+        cf.parse_format("nosuchfmt")
+    assert not cf.is_format_spec("nosuchfmt")  # free labels of foreign tables stay labels
