@@ -36,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    from dataclasses import replace
     from pathlib import Path
 
     from capscale.errors import CapscaleError
@@ -52,14 +53,17 @@ def run(args: argparse.Namespace) -> int:
     tensors = []
     for source in args.sources:
         if source == "synthetic":
-            tensors += synthetic_tensors(seed=args.seed)
-            continue
-        tensors += load_weights(source, include_embeddings=args.include_embeddings)
-        if args.data:
-            if not is_run_folder(Path(source).expanduser()):
-                raise CapscaleError(f"--data captures activations of a capscale run folder; "
-                                    f"{source} is not one")
-            tensors += capture_activations(source, args.data, args.batches, args.batch_size)
+            found = synthetic_tensors(seed=args.seed)
+        else:
+            found = load_weights(source, include_embeddings=args.include_embeddings)
+            if args.data:
+                if not is_run_folder(Path(source).expanduser()):
+                    raise CapscaleError(f"--data captures activations of a capscale run folder; "
+                                        f"{source} is not one")
+                found += capture_activations(source, args.data, args.batches, args.batch_size)
+        if len(args.sources) > 1:  # several models: name each tensor after its source
+            found = [replace(t, name=f"{Path(source).name}/{t.name}") for t in found]
+        tensors += found
     if not 0 < args.rel_err < 1:
         raise CapscaleError(f"--rel-err must be in (0, 1), got {args.rel_err}")
     result = probe(tensors, args.formats, seed=args.seed, gmse_rel_err=args.rel_err)
