@@ -88,6 +88,11 @@ def run(args: argparse.Namespace) -> int:
     cols = ["format", "bits_per_value", "rel_mse", "eff_bits", "gauss_same_shape", "gmse",
             "ratio_to_gmse", "rank_real", "rank_gauss", "rank_gmse"]
     print(result.summary[cols].to_string(index=False, float_format=fmt))
+    covered = int(result.summary["tensors"].iloc[0])
+    if covered < len(tensors):
+        print(f"(over the {covered} tensors every format can represent: {len(tensors) - covered} "
+              "have a shape some format does not take, e.g. nf4's blocks of 64 on a 32-wide row; "
+              "they are in tensors.csv)")
     if result.disagreements:
         print("\nwhere the real tensors rank the formats differently from Gaussian data:")
         for line in result.disagreements:
