@@ -26,6 +26,7 @@ COMMANDS = {
     "compare": "compare",
     "probe": "probe",
     "sweep": "sweep",
+    "plan": "plan",
     "report": "report",
     "demo": "demo",
 }
