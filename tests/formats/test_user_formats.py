@@ -62,7 +62,9 @@ def test_cli_gmse_with_plugin(monkeypatch, capsys):
     assert main(["gmse", "myfp4", "e2m1:absmax", "sparse0.5+signmean", "--shape", "64x512",
                  "--rel-err", "1e-2", "--json", "--plugin", PLUGIN]) == 0
     rows = {r["spec"]: r for r in json.loads(capsys.readouterr().out)}
-    assert rows["myfp4"]["gmse"] == pytest.approx(rows["e2m1:absmax"]["gmse"], rel=1e-6)
+    # e2m1:absmax is integrated exactly; the plugin (the same format) is Monte Carlo
+    assert rows["e2m1:absmax"]["method"] == "exact"
+    assert abs(rows["myfp4"]["gmse"] - rows["e2m1:absmax"]["gmse"]) < 3 * rows["myfp4"]["gmse_se"]
     assert main(["gmse", "nosuchfmt"]) == 2
     assert "--plugin" in capsys.readouterr().err
     assert main(["gmse", "myfp4", "--plugin", "missing_plugin.py"]) == 2
