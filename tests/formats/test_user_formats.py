@@ -217,7 +217,8 @@ def test_sweep_fit_compare_predict_and_report_with_user_formats(tmp_path, monkey
     nat = dict(zip(fit.law.natural_names, fit.natural))
     g = gmse("myfp4").gmse
     assert rows["myfp4"]["rho"] == pytest.approx(fit.law.rho(nat, g, "scalar") ** 2, rel=1e-9)
-    assert rows["myfp4"]["rho"] == pytest.approx(rows["e2m1:absmax"]["rho"], rel=1e-6)
+    # the plugin's GMSE is Monte Carlo (1e-3 s.e.), e2m1:absmax's is exact
+    assert rows["myfp4"]["rho"] == pytest.approx(rows["e2m1:absmax"]["rho"], rel=1e-3)
     assert main(["predict", str(fit_path), "--n", "1e8", "--d", "1e10", "--format", "myfp4",
                  "--json", "--plugin", PLUGIN]) == 0
     pred = json.loads(capsys.readouterr().out)["predictions"][0]
