@@ -133,14 +133,24 @@ class FitResult:
 
     @classmethod
     def from_dict(cls, d: dict) -> FitResult:
-        if d.get("schema") != SCHEMA or "law_spec" not in d:
+        if not isinstance(d, dict) or d.get("schema") != SCHEMA or "law_spec" not in d:
             raise CapscaleError("not a capscale fit (expected the JSON that `capscale fit -o` writes)")
-        law = law_from_spec(d["law_spec"])
-        theta = np.array(d["theta"]["values"], dtype=np.float64)
-        samples = None
-        if d.get("bootstrap"):
-            samples = np.array(d["bootstrap"]["samples"], dtype=np.float64).reshape(-1, len(theta))
-        info = {k: v for k, v in d.items() if k not in ("law_spec", "theta", "bootstrap")}
+        try:
+            law = law_from_spec(d["law_spec"])
+            theta = np.array(d["theta"]["values"], dtype=np.float64)
+            if theta.shape != (len(law.param_names),) or not np.isfinite(theta).all():
+                raise ValueError(f"theta needs {len(law.param_names)} finite numbers")
+            samples = None
+            if d.get("bootstrap"):
+                samples = np.array(d["bootstrap"]["samples"], dtype=np.float64).reshape(-1, len(theta))
+            info = {k: v for k, v in d.items() if k not in ("law_spec", "theta", "bootstrap")}
+            if not isinstance(info.get("data", {}), dict) or not isinstance(info.get("settings", {}), dict):
+                raise ValueError("'data' and 'settings' must be objects")
+        except CapscaleError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            raise CapscaleError(f"not a readable capscale fit ({type(e).__name__}: {e}); "
+                                "write it again with `capscale fit -o`") from None
         return cls(law, theta, samples, info)
 
     @classmethod
@@ -152,7 +162,12 @@ class FitResult:
             raise CapscaleError(f"fit file {path} does not exist; make one with `capscale fit`") from e
         except json.JSONDecodeError as e:
             raise CapscaleError(f"fit file {path} is not valid JSON ({e})") from e
-        return cls.from_dict(d)
+        except (OSError, UnicodeDecodeError) as e:
+            raise CapscaleError(f"fit file {path} cannot be read ({e})") from e
+        try:
+            return cls.from_dict(d)
+        except CapscaleError as e:
+            raise CapscaleError(f"fit file {path}: {e}") from None
 
     def summary(self) -> str:
         """The parameters with intervals and the fit quality, as text."""
@@ -279,6 +294,7 @@ def fit_law(runs: pd.DataFrame | str | os.PathLike, law: str = "chinchilla", *,
         "data": {"hash": data_hash(df, _used_columns(df)), "n_runs": len(df),
                  "ranges": _ranges(df),
                  "source": df.attrs.get("source", "runs table"),
+                 "selection": df.attrs.get("selection"),
                  "report": df.attrs.get("report", {}), "columns": _used_columns(df)},
         "search": ms.stats,
         "spread": spread,

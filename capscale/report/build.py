@@ -352,10 +352,17 @@ def _runs_of_fit(fit, runs):
 
     if runs is not None:
         return load_runs(runs, drop_bad=True)
-    source = fit.info.get("data", {}).get("source", "")
-    try:
-        df = load_runs(source, drop_bad=True)
-    except (CapscaleError, OSError):
+    data = fit.info.get("data", {})
+    sel = data.get("selection")
+    try:  # the selection's expressions are evaluated by capscale.laws.expr, never by Python
+        if (isinstance(sel, dict) and isinstance(sel.get("table"), str)
+                and str(data.get("source", "")).startswith(sel["table"])):
+            df = load_runs(sel["table"], mapping=sel.get("map") or None,
+                           derive=sel.get("derive") or None, where=sel.get("where") or None,
+                           drop_bad=True)
+        else:
+            df = load_runs(data.get("source", ""), drop_bad=True)
+    except (CapscaleError, OSError, TypeError, AttributeError):
         return None
     cols = fit.info["data"].get("columns")
     if data_hash(df, cols) != fit.info["data"].get("hash"):
