@@ -57,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     except CapscaleError as e:
         print(f"capscale {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a disk or a path the user gave: full, read-only, not a folder
+        from capscale.io import describe_write_error
+
+        print(f"capscale {args.command}: error: {describe_write_error(e)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"capscale {args.command}: interrupted", file=sys.stderr)
         return 130

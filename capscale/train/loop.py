@@ -29,7 +29,8 @@ from capscale.train import records
 from capscale.train.checkpoint import (
     TrainState,
     latest_checkpoint,
-    load_checkpoint,
+    remove_partial_writes,
+    resume_checkpoint,
     save_checkpoint,
 )
 from capscale.train.config import RunPlan, TrainConfig, plan
@@ -66,15 +67,30 @@ def resolve_resume(cfg: TrainConfig, resume: bool) -> tuple[TrainConfig, bool]:
         if resume:
             raise CapscaleError("--resume needs --out RUN_DIR (the run folder to continue)")
         return cfg, False
-    saved_path = Path(cfg.out) / records.CONFIG
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise CapscaleError(f"--out {cfg.out} is a file; a run is a folder: choose another --out")
+    saved_path = out / records.CONFIG
     if not saved_path.exists():
+        return cfg, False
+    header = records.read_json(saved_path, "run config")
+    if not (isinstance(header, dict) and isinstance(header.get("config"), dict)
+            and "plan" in header):
+        raise CapscaleError(
+            f"{saved_path} is not the config of a capscale run; choose another --out")
+    if records.load_result(out) is None and latest_checkpoint(out) is None:
+        # nothing was trained and kept here (it failed or was killed before its first
+        # checkpoint): not a run yet, so it starts afresh with the settings given now
         return cfg, False
     if not resume:
         raise CapscaleError(
             f"run folder {cfg.out} already holds a run; pass --resume to continue it, "
             "or choose another --out"
         )
-    saved = TrainConfig.from_dict(records.read_json(saved_path)["config"])
+    try:
+        saved = TrainConfig.from_dict(header["config"])
+    except TypeError as e:
+        raise CapscaleError(f"{saved_path}: the saved settings are not a run's ({e})") from None
     for name in RUNTIME_FIELDS:
         setattr(saved, name, getattr(cfg, name))
     return saved, True
@@ -97,6 +113,17 @@ def build_model(cfg: TrainConfig, p: RunPlan) -> tuple[nn.Module, dict]:
     report = compress_model(model, cfg.w_format, cfg.a_format, grad_rule_from_config(cfg),
                             include=BLOCK_LINEARS)
     return model, report
+
+
+def check_model(cfg: TrainConfig, p: RunPlan) -> None:
+    """Build the model of the plan without memory (on the meta device) and run its formats
+    once on rows of its widths: a format that does not fit the model's shape is refused before
+    the run writes anything."""
+    from capscale.model.compressed_linear import check_shapes
+
+    with torch.device("meta"):
+        model, _ = build_model(cfg, p)
+    check_shapes(model)
 
 
 def format_info(w_format: str, a_format: str) -> dict:
@@ -185,6 +212,8 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
         done = records.load_result(run_dir)
         if done is not None:
             return done
+    # every check that needs no data, before data is read or anything is written
+    check_model(cfg, plan(cfg, 1, ctx.world_size, ctx.device.type))
     if data is None:  # the run length does not depend on the vocabulary: plan it first
         data = open_run_data(cfg, plan(cfg, 1, ctx.world_size, ctx.device.type).tokens)
     p = plan(cfg, data.vocab_size, ctx.world_size, ctx.device.type)
@@ -208,12 +237,11 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
     metrics = records.MetricsLog(run_dir / records.METRICS if run_dir else Path(os.devnull),
                                  enabled=ctx.is_main and run_dir is not None)
     info = format_info(compression["w_format"], compression["a_format"]) if ctx.is_main else {}
-    ckpt = latest_checkpoint(run_dir) if (run_dir is not None and resuming) else None
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, raw, optimizer, ctx)
+    if run_dir is not None and ctx.is_main:
+        remove_partial_writes(run_dir)
+    if run_dir is not None and resuming:
+        state = resume_checkpoint(run_dir, raw, optimizer, ctx)
         metrics.truncate_after(state.step)
-    elif resuming:  # killed before its first checkpoint: start over in the same folder
-        metrics.truncate_after(0)
     elif run_dir is not None and ctx.is_main:
         _write_run_header(run_dir, cfg, p, info, compression, data, ctx, compute_dtype)
     barrier(ctx)
@@ -241,7 +269,11 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
         return state.elapsed_s + time.perf_counter() - start_wall
 
     train_time, trained_tokens = 0.0, 0
+    # the train-loss window since the last log line, kept in checkpoints so that the metrics
+    # of a resumed run are those of an uninterrupted one
     window = {"loss": 0.0, "n": 0, "tokens": 0, "time": 0.0}
+    if state.data and isinstance(state.data.get("window"), dict):
+        window.update(state.data["window"])
     status, diverged_at, last_loss = "finished", None, float("nan")
     last_val, last_val_step = None, None
 
@@ -297,7 +329,7 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
                     break
             if run_dir is not None and (state.step % p.ckpt_every == 0 or state.step == p.steps):
                 saved = TrainState(state.step, state.tokens, elapsed(),
-                                   {"step": state.step, "seed": cfg.seed})
+                                   {"step": state.step, "seed": cfg.seed, "window": dict(window)})
                 save_checkpoint(run_dir, raw, optimizer, saved, ctx, cfg.keep_checkpoints)
         if status == "finished" and last_val_step != p.steps:
             validate()  # resumed from the final checkpoint, before the result was written
