@@ -82,6 +82,7 @@ def gmse(
     seed: int = 0,
     min_tensors: int = 4,
     max_values: int = 1 << 28,
+    max_tensors: int = 20_000,
     exact: bool = True,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
@@ -90,6 +91,8 @@ def gmse(
     """GMSE of a format on standard Gaussian data, with its standard error.
 
     `exact=False` forces Monte Carlo (to check the exact path, or to see finite-row effects).
+    Monte Carlo stops at the target relative error, at ``max_values`` values or at
+    ``max_tensors`` tensors (tiny shapes: each costs a call), with the error it reached.
     """
     f = parse_format(fmt)
     rows, cols = _check_shape(shape)
@@ -115,11 +118,13 @@ def gmse(
             errs.append(float((xh - x).double().square().sum()) / numel)
             sqs.append(float(x.double().square().sum()) / numel)
             n = len(errs)
-            if n >= max(2, min_tensors):
+            # the estimate costs O(n): from 64 tensors on it is checked at ~64 points per
+            # doubling, so that tiny shapes (many tensors) do not cost O(n²)
+            if n >= max(2, min_tensors) and (n <= 64 or n % (n // 64) == 0 or n >= max_tensors):
                 estimate, se = _control_variate(np.array(errs), np.array(sqs))
-                if se <= rel_err * abs(estimate) or n * numel >= max_values:
+                if se <= rel_err * abs(estimate) or n * numel >= max_values or n >= max_tensors:
                     break
-            elif n * numel >= max_values:
+            elif n * numel >= max_values or n >= max_tensors:
                 estimate, se = float(np.mean(errs)), float("inf")
                 break
             if progress and n % 8 == 0:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from capscale.cli.args import COUNT0, COUNT1, FRACTION, POSITIVE
+
 HELP = "fit a scaling law (chinchilla, decoupled, unified, precision, sparsity) to a runs table"
 
 
@@ -26,18 +28,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="drop bad rows (missing or non-positive values, duplicates, diverged runs) "
                         "instead of stopping")
     g = p.add_argument_group("fitting")
-    g.add_argument("--delta", type=float, default=1e-3, help="Huber delta (default 1e-3)")
+    g.add_argument("--delta", type=POSITIVE, default=1e-3, help="Huber delta (default 1e-3)")
     g.add_argument("--space", choices=["log", "linear"], default="log",
                    help="residuals on log loss (default, Chinchilla) or on loss")
-    g.add_argument("--bootstrap", type=int, default=1000, metavar="B",
+    g.add_argument("--bootstrap", type=COUNT0, default=1000, metavar="B",
                    help="bootstrap resamples for intervals (default 1000; 0 for none)")
-    g.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
+    g.add_argument("--level", type=FRACTION, default=0.95, help="interval level (default 0.95)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--jobs", type=int, default=None, help="processes for the bootstrap (default: all cores)")
+    g.add_argument("--jobs", type=COUNT1, default=None, help="processes for the bootstrap (default: all cores)")
     g.add_argument("--no-heldout", action="store_true", help="skip the held-out fit")
     g.add_argument("--no-prune", action="store_true",
                    help="run every starting point to convergence (slower; same optimum in practice)")
-    g.add_argument("--max-starts", type=int, default=None,
+    g.add_argument("--max-starts", type=COUNT1, default=None,
                    help="cap on starting points for laws with more than five parameters")
     law = p.add_argument_group("law options")
     law.add_argument("--eff-key", metavar="COL,...",
@@ -49,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     law.add_argument("--split-composed", action="store_true",
                      help="unified: multiply the capacities of the parts of a composed spec "
                           "(sparse0.5+int4 -> sparse0.5 x int4) instead of using its joint GMSE")
-    law.add_argument("--fix-L", type=float, default=None, metavar="L",
+    law.add_argument("--fix-L", type=POSITIVE, default=None, metavar="L",
                      help="unified: fix the capacity ceiling L (needed without dense runs)")
     chk = p.add_argument_group("checks")
     chk.add_argument("--independence", action="store_true",

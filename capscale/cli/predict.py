@@ -6,23 +6,25 @@ from __future__ import annotations
 import argparse
 import json
 
+from capscale.cli.args import FRACTION, POSITIVE, number
+
 HELP = "predict loss (with interval), dense-equivalent N and compute-optimal N, D from a fit"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("fit", help="fit JSON written by `capscale fit -o`")
-    p.add_argument("--n", type=float, nargs="+", metavar="N", help="model size(s) (parameters)")
-    p.add_argument("--d", type=float, nargs="+", metavar="D", help="training tokens")
+    p.add_argument("--n", type=POSITIVE, nargs="+", metavar="N", help="model size(s) (parameters)")
+    p.add_argument("--d", type=POSITIVE, nargs="+", metavar="D", help="training tokens")
     p.add_argument("--format", help="format spec (on a weights/activations fit: both operands)")
     p.add_argument("--w", dest="w_format", help="weight format spec")
     p.add_argument("--a", dest="a_format", help="activation format spec")
-    p.add_argument("--gmse", type=float, help="GMSE of the format (unified fits; else from its spec)")
-    p.add_argument("--sparsity", type=float, help="sparsity S (sparsity-law fits)")
-    p.add_argument("--compute", type=float, nargs="+", metavar="C",
+    p.add_argument("--gmse", type=number(0), help="GMSE of the format (unified fits; else from its spec)")
+    p.add_argument("--sparsity", type=number(0, 1, hi_open=True), help="sparsity S (sparsity-law fits)")
+    p.add_argument("--compute", type=POSITIVE, nargs="+", metavar="C",
                    help="FLOP budget(s): report the compute-optimal N and D")
-    p.add_argument("--flops-per-param-token", type=float, default=6.0,
+    p.add_argument("--flops-per-param-token", type=POSITIVE, default=6.0,
                    help="FLOPs per parameter and token for --compute (default 6)")
-    p.add_argument("--level", type=float, default=None, help="interval level (default: the fit's)")
+    p.add_argument("--level", type=FRACTION, default=None, help="interval level (default: the fit's)")
     p.add_argument("--json", action="store_true", help="print JSON records")
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from capscale.cli.args import COUNT1
+
 HELP = "run a sweep of training runs from a TOML spec (local, torchrun or SLURM), resumably"
 
 
@@ -14,9 +16,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                       "out, else runs/<name>)")
     p.add_argument("--launcher", choices=["local", "torchrun", "slurm"],
                    help="local processes (default), one torchrun per run, or SLURM via submitit")
-    p.add_argument("--jobs", type=int, help="runs at once (local/torchrun; default 1)")
-    p.add_argument("--threads", type=int, help="CPU threads per run (default: cores / jobs)")
-    p.add_argument("--gpus-per-run", type=int,
+    p.add_argument("--jobs", type=COUNT1, help="runs at once (local/torchrun; default 1)")
+    p.add_argument("--threads", type=COUNT1, help="CPU threads per run (default: cores / jobs)")
+    p.add_argument("--gpus-per-run", type=COUNT1,
                    help="GPUs (torchrun processes) per run (torchrun default: all visible / jobs)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the runs, their status and the cost estimate; change nothing")

@@ -253,10 +253,12 @@ def fit_law(runs: pd.DataFrame | str | os.PathLike, law: str = "chinchilla", *,
     df = runs if isinstance(runs, pd.DataFrame) else load_runs(runs)
     if "report" not in df.attrs:
         df = load_runs(df)
-    if delta <= 0:
+    if not 0 < delta < math.inf:
         raise CapscaleError(f"Huber delta must be positive, not {delta}")
     if not 0 < level < 1:
         raise CapscaleError(f"interval level must lie in (0, 1), not {level}")
+    if n_bootstrap < 0:
+        raise CapscaleError(f"bootstrap samples must be 0 (none) or more, not {n_bootstrap}")
     settings = FitSettings(delta=delta, space=space, n_bootstrap=n_bootstrap, level=level,
                            seed=seed, n_jobs=n_jobs, prune=prune, max_starts=max_starts,
                            heldout=heldout, law_options={k: v for k, v in law_options.items()

@@ -116,8 +116,11 @@ def _read_run_folders(root: Path) -> pd.DataFrame:
             with open(Path(dirpath) / RUN_RECORD, encoding="utf-8") as f:
                 try:
                     rec = json.load(f)
-                except json.JSONDecodeError as e:
+                except (json.JSONDecodeError, UnicodeDecodeError) as e:
                     raise CapscaleError(f"{Path(dirpath) / RUN_RECORD}: not valid JSON ({e})") from e
+            if not isinstance(rec, dict):
+                raise CapscaleError(f"{Path(dirpath) / RUN_RECORD}: holds a {type(rec).__name__}, "
+                                    "not a run's record")
             rec = dict(rec)
             rec.setdefault("run", os.path.relpath(dirpath, root))
             records.append(rec)
