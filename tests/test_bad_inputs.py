@@ -33,9 +33,12 @@ def files(tmp_path):
     (["train", "--size", "30k", "--out", "{d}/r.csv"], "is a file"),
     (["sweep", "{d}/nl.toml", "--dry-run", "--launcher", "slurm"], "one word"),
     (["fit", "{d}/runs"], "holds a list"),
+    (["fit", "{d}/list.json"], "must be a list of records"),
+    (["train", "--size", "30k", "--out", "{d}/r.csv/run"], "a file; a run is a folder"),
 ])
 def test_bad_input_is_one_message_and_exit_2(files, capsys, argv, words):
     (files / "f.json").write_text("{}")
+    (files / "list.json").write_text("[1, 2]")
     (files / "nl.toml").write_text('[grid]\nsize = ["30k"]\n[slurm]\njob_name = "x\\nrm -rf ~"\n')
     (files / "runs" / "a").mkdir(parents=True)
     (files / "runs" / "a" / "result.json").write_text("[1, 2]")

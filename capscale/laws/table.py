@@ -92,7 +92,7 @@ def read_table(source: str | os.PathLike) -> pd.DataFrame:
             with open(path, encoding="utf-8") as f:
                 obj = json.load(f)
             records = obj if isinstance(obj, list) else obj.get("runs") if isinstance(obj, dict) else None
-            if not isinstance(records, list):
+            if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
                 raise CapscaleError(
                     f"{path}: a JSON runs table must be a list of records (or {{'runs': [...]}})"
                 )

@@ -68,8 +68,10 @@ def resolve_resume(cfg: TrainConfig, resume: bool) -> tuple[TrainConfig, bool]:
             raise CapscaleError("--resume needs --out RUN_DIR (the run folder to continue)")
         return cfg, False
     out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise CapscaleError(f"--out {cfg.out} is a file; a run is a folder: choose another --out")
+    existing = next((q for q in (out, *out.parents) if q.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "is a file" if existing == out else f"is under {existing}, a file"
+        raise CapscaleError(f"--out {cfg.out} {where}; a run is a folder: choose another --out")
     saved_path = out / records.CONFIG
     if not saved_path.exists():
         return cfg, False
