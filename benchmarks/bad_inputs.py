@@ -2,7 +2,7 @@
 how many are handled: exit status 2, one error message, no traceback, nothing executed, no
 hang. Each case is one ``python -m capscale ...`` process in a scratch folder.
 
-    python benchmarks/bad_inputs.py [--jobs 2] [--timeout 120] [--only fit,train] [-v]
+    python benchmarks/bad_inputs.py [--jobs 2] [--timeout 120] [--only fit,train] [--match TEXT] [-v]
 
 Prints one line per case that is not handled, then the counts by command (the table in the
 README's reliability section).
@@ -257,9 +257,11 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--only", help="commands to try, comma-separated")
+    ap.add_argument("--match", help="only the cases whose description holds this text")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
-    todo = [c for c in cases() if not args.only or c.command in args.only.split(",")]
+    todo = [c for c in cases() if (not args.only or c.command in args.only.split(","))
+            and (not args.match or args.match in c.what)]
     t0 = time.perf_counter()
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(lambda c: run_case(c, args.timeout), todo))
