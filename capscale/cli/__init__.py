@@ -27,6 +27,7 @@ COMMANDS = {
     "sweep": "sweep",
     "report": "report",
     "demo": "demo",
+    "study": "study",
 }
 
 
