@@ -82,17 +82,28 @@ def simulate(spec, *, noise: float = SEED_NOISE, n_sims: int = N_SIMS, seed: int
     whether it would be identified (narrower than IDENTIFIED_WIDTH). Representations that
     differ only in training method (LSQ against trust) share a GMSE and so a prior ρ; the
     simulation treats them as one format (their interval is that of either)."""
+    from capscale.errors import CapscaleError
     from capscale.laws import representation as rep
     from capscale.laws.design import simulate_design
 
     runs = runs_frame(spec)
-    if not rep.dense_rows(runs).any():
-        out = pd.DataFrame(columns=["format", "rho_prior", "lo", "hi", "width", "identified"])
-        out.attrs["why"] = "no dense runs: ρ is measured against the sweep's own dense runs"
-        return out
+    dense = rep.dense_rows(runs)
+    empty = pd.DataFrame(columns=["format", "rho_prior", "lo", "hi", "width", "identified"])
+    if dense.all():
+        empty.attrs["why"] = "no compressed runs: no capacity to measure"
+        return empty
+    if not dense.any():
+        empty.attrs["why"] = ("no dense runs: NOT identified, ρ is measured against the sweep's "
+                              "own dense runs; add a dense ladder")
+        return empty
     params, source = prior_for(runs)
     sim = runs[["N", "D", "w_format", "a_format", "seed"]].drop_duplicates().reset_index(drop=True)
-    res = simulate_design(sim, chinchilla_prior(params), noise=noise, n_sims=n_sims, seed=seed)
+    try:
+        res = simulate_design(sim, chinchilla_prior(params), noise=noise, n_sims=n_sims,
+                              seed=seed)
+    except CapscaleError as e:
+        empty.attrs["why"] = f"NOT identified: the decoupled law cannot be fitted to this design ({e})"
+        return empty
     width = 2.0 * res["half_width"].to_numpy(float)
     out = pd.DataFrame({"format": res["format"], "rho_prior": res["rho_true"],
                         "lo": res["rho_lo"], "hi": res["rho_hi"], "width": width,
