@@ -11,6 +11,7 @@ import math
 import os
 import platform
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -100,10 +101,12 @@ class FitResult:
         level = level or self.info["settings"]["interval_level"]
         X = self.law.design(runs)
         out = pd.DataFrame(index=runs.index)
-        lp = self.law.log_predict(self.theta[None, :], X)[0]
+        with np.errstate(invalid="ignore"):  # NaN where a fit has no loss (published ρ only)
+            lp = self.law.log_predict(self.theta[None, :], X)[0]
         out["loss"] = np.exp(lp)
         if self.samples is not None and len(self.samples):
-            lps = np.exp(self.law.log_predict(self.samples, X))
+            with np.errstate(invalid="ignore"):
+                lps = np.exp(self.law.log_predict(self.samples, X))
             lo, hi = _percentiles(lps, level, axis=0)
             out["loss_lo"], out["loss_hi"] = lo, hi
         if self.law.has_eff:
@@ -189,7 +192,9 @@ class FitResult:
 
 def _percentiles(x: np.ndarray, level: float, axis: int = 0):
     q = 100 * (1 - level) / 2
-    lo, hi = np.nanpercentile(x, [q, 100 - q], axis=axis)
+    with warnings.catch_warnings():  # a quantity no sample defines is NaN, said without noise
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo, hi = np.nanpercentile(x, [q, 100 - q], axis=axis)
     return lo, hi
 
 
@@ -232,7 +237,8 @@ def fit_law(runs: pd.DataFrame | str | os.PathLike, law: str = "chinchilla", *,
     (with replacement, refitted in parallel over ``n_jobs`` processes) give percentile
     intervals at ``level`` for every parameter, and the largest model size is held out and
     predicted from a fit to the rest (``heldout``). Law options: ``key_columns`` (decoupled),
-    ``capacity_groups``, ``split_composed``, ``fix_L`` (unified).
+    ``capacity_groups``, ``split_composed``, ``fix_L`` (unified); ``fix`` (any law: natural
+    parameters held at given values, ``{"E": 1.7, "alpha": 0.3}`` or ``"F=0.41,C=1.39"``).
     """
     t0 = time.perf_counter()
     df = runs if isinstance(runs, pd.DataFrame) else load_runs(runs)
@@ -401,7 +407,7 @@ def _search_warnings(law: Law, ms, spread: dict, lo=None, hi=None, skip=()) -> l
 def _interval_warnings(law: Law, best: np.ndarray, lo: np.ndarray, hi: np.ndarray,
                        skip=()) -> list[str]:
     out = []
-    for j in sorted(set(law.log_params) - set(skip)):
+    for j in sorted(set(getattr(law, "natural_log_params", law.log_params)) - set(skip)):
         name = law.natural_names[j]
         if lo[j] > 0 and hi[j] / lo[j] > 100:
             out.append(f"{name} is not identified by these runs: its interval spans "
