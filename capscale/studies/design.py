@@ -109,7 +109,8 @@ def simulate(spec, *, noise: float = SEED_NOISE, n_sims: int = N_SIMS, seed: int
         empty.attrs["why"] = f"NOT identified: the decoupled law cannot be fitted to this design ({e})"
         return empty
     width = 2.0 * res["half_width"].to_numpy(float)
-    out = pd.DataFrame({"format": res["format"], "rho_prior": res["rho_true"],
+    prior_rho = [rho_gmse(w, a) for w, a in zip(res["w_format"], res["a_format"])]
+    out = pd.DataFrame({"format": res["format"], "rho_prior": prior_rho,
                         "lo": res["rho_lo"], "hi": res["rho_hi"], "width": width,
                         "identified": [bool(i) and math.isfinite(w) and w < IDENTIFIED_WIDTH
                                        for i, w in zip(res["identified"], width)]})

@@ -168,3 +168,28 @@ def test_cli_study_list_and_errors(capsys):
     assert "unknown study 'nosuch'" in capsys.readouterr().err
     assert main(["study", "report", "/nonexistent/folder"]) == 2
     assert math.isfinite(1.0)
+
+
+def test_design_check_simulates_each_rho_before_training(capsys):
+    from capscale.demo import demo_spec_path
+    from capscale.studies.design import describe, simulate
+    from capscale.sweep import load_spec, spec_from_dict
+
+    table = simulate(load_spec(demo_spec_path()), n_sims=60)
+    got = table.set_index("format")
+    assert set(got.index) == {"int8/int8", "int4/int4", "int2/int2"}
+    assert got.loc["int2/int2", "rho_prior"] == pytest.approx(rep_rho("int2", "int2"))
+    assert got.loc["int2/int2", "identified"]  # far from 1: pinned down by 9 runs
+    assert (got["width"] > 0).all()
+    text = describe(table)
+    assert "int2/int2" in text and "prior: the CPU ladder's dense fit" in text
+    # a sweep without dense runs cannot measure ρ, and says so before training
+    d = ladder.spec_dict("x", st.scale_ladder("cpu"), [{"w_format": "int4", "a_format": "int4"}])
+    d["runs"] = [r for r in d["runs"] if r["w_format"] != "none"]
+    assert "NOT identified" in describe(simulate(spec_from_dict(d)))
+
+
+def rep_rho(w, a):
+    from capscale.laws.measure import rho_gmse
+
+    return rho_gmse(w, a)
