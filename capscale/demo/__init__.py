@@ -27,6 +27,10 @@ import pandas as pd
 
 # QuEST formats held out of the unified fit in step 2 (FP4 and 2:4-sparse INT4)
 HELD_OUT = ("e2m1:had", "2:4:pairs+int4:had")
+# step 2's capacity curves: one per compression type and training method (GMSE cannot see a
+# rotation or a gradient estimator), with the 2:4+INT4 runs placed on their method's scalar
+# curve by their joint GMSE (QuEST has one sparsity level, too few for a curve of its own)
+QUEST_GROUPS = "kind+method,sparse+scalar=scalar"
 # the capacity probe's panel at a smaller tensor shape (per-row and per-group statistics
 # depend on the 4096 columns, not on the rows): standard errors stay below 0.3%
 GMSE_SHAPE = (128, 4096)
@@ -99,22 +103,30 @@ def quest_heldout(n_bootstrap: int = N_BOOTSTRAP):
     from capscale.laws import representation as rep
 
     runs = load_runs("builtin:quest")
+    # a training method trained at one GMSE only (QuEST's INT1 clip runs) cannot pin a curve
+    levels = runs.groupby("w_method")["w_format"].nunique()
+    thin = sorted(m for m, k in levels.items() if k < 3 and m != "none")
+    runs = runs[~runs["w_method"].isin(thin)].reset_index(drop=True)
     held = runs["w_format"].isin(HELD_OUT)
-    print(f"QuEST runs: {len(runs)}; holding out {int(held.sum())} runs of "
-          f"{', '.join(HELD_OUT)} from the unified fit")
-    unified = fit_law(runs[~held].reset_index(drop=True), "unified", capacity_groups="single",
+    print(f"QuEST runs: {len(runs)} (without the {', '.join(thin)} runs: one GMSE level each); "
+          f"holding out {int(held.sum())} runs of {', '.join(HELD_OUT)} from the unified fit")
+    unified = fit_law(runs[~held].reset_index(drop=True), "unified", capacity_groups=QUEST_GROUPS,
                       n_bootstrap=n_bootstrap)
-    print(f"unified fit on {int((~held).sum())} runs: F {unified.param('F'):.3f}, "
-          f"C {unified.param('C'):.3f}, L {unified.param('L'):.3f}, "
-          f"log-loss RMSE {unified.info['rmse_log_loss']:.4f}")
-    decoupled = fit_law(runs, "decoupled", n_bootstrap=n_bootstrap)
+    curves = ", ".join(f"{g}: F {unified.param(unified.law.natural_name('F', g)):.3f} "
+                       f"C {unified.param(unified.law.natural_name('C', g)):.3f}"
+                       for g in unified.law.groups)
+    print(f"unified fit on {int((~held).sum())} runs, one curve per compression type and training "
+          f"method ({curves}), log-loss RMSE {unified.info['rmse_log_loss']:.4f}")
+    decoupled = fit_law(runs, "decoupled", key_columns=["w_format", "a_format", "w_method"],
+                        n_bootstrap=n_bootstrap)
     measured = decoupled.info["derived_eff"]
     rows = []
-    for (w, a), _ in runs[held].groupby(["w_format", "a_format"], sort=False):
+    for (w, a, wm, am), _ in runs[held].groupby(["w_format", "a_format", "w_method", "a_method"],
+                                                sort=False):
         query = pd.DataFrame({"N": [1.0], "D": [1.0], "loss": [1.0], "w_format": [w],
-                              "a_format": [a]})
+                              "a_format": [a], "w_method": [wm], "a_method": [am]})
         p = unified.predict(query).iloc[0]
-        key = f"{w}{rep.KEY_SEPARATOR}{a}"
+        key = rep.KEY_SEPARATOR.join((w, a, wm))
         m, mlo, mhi = measured[key]
         gw, ga = rep.spec_gmse(w), rep.spec_gmse(a)
         paper = rho_unified(gw, **UNIFIED_LLAMA_C4) * rho_unified(ga, **UNIFIED_LLAMA_C4)
