@@ -3,24 +3,38 @@
     >>> from capscale.model import Llama, config_for_size, compress_model
     >>> model = Llama(config_for_size("30M", vocab_size=32000))
     >>> compress_model(model, "int4:had", "int4:had", grad_rule="trust")
+
+The names below are imported on first use (PEP 562), so that torch-free submodules such as
+``capscale.model.presets`` (which the command line reads) do not pull torch in.
 """
 
-from capscale.model.compressed_linear import (
-    BLOCK_LINEARS,
-    CompressedLinear,
-    compress_model,
-)
-from capscale.model.gradient_rules import GradRule
-from capscale.model.llama import SIZES, Llama, LlamaConfig, config_for_size, size_preset
+from __future__ import annotations
 
-__all__ = [
-    "BLOCK_LINEARS",
-    "SIZES",
-    "CompressedLinear",
-    "GradRule",
-    "Llama",
-    "LlamaConfig",
-    "compress_model",
-    "config_for_size",
-    "size_preset",
-]
+import importlib
+
+# public name -> the submodule that defines it
+_EXPORTS = {
+    "BLOCK_LINEARS": "compressed_linear",
+    "CompressedLinear": "compressed_linear",
+    "compress_model": "compressed_linear",
+    "GradRule": "gradient_rules",
+    "SIZES": "llama",
+    "Llama": "llama",
+    "LlamaConfig": "llama",
+    "config_for_size": "llama",
+    "size_preset": "llama",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
