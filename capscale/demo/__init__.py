@@ -31,6 +31,8 @@ HELD_OUT = ("e2m1:had", "2:4:pairs+int4:had")
 # rotation or a gradient estimator), with the 2:4+INT4 runs placed on their method's scalar
 # curve by their joint GMSE (QuEST has one sparsity level, too few for a curve of its own)
 QUEST_GROUPS = "kind+method,sparse+scalar=scalar"
+# the training method of the demo sweep's runs, in QuEST's names (plain grid, trust estimation)
+SWEEP_METHOD = "Trust"
 # the capacity probe's panel at a smaller tensor shape (per-row and per-group statistics
 # depend on the 4096 columns, not on the rows): standard errors stay below 0.3%
 GMSE_SHAPE = (128, 4096)
@@ -101,6 +103,7 @@ def quest_heldout(n_bootstrap: int = N_BOOTSTRAP):
     from capscale.capacity import UNIFIED_LLAMA_C4, rho_unified
     from capscale.laws import fit_law, load_runs
     from capscale.laws import representation as rep
+    from capscale.laws.identify import fit_unidentified
 
     runs = load_runs("builtin:quest")
     # a training method trained at one GMSE only (QuEST's INT1 clip runs) cannot pin a curve
@@ -120,6 +123,7 @@ def quest_heldout(n_bootstrap: int = N_BOOTSTRAP):
     decoupled = fit_law(runs, "decoupled", key_columns=["w_format", "a_format", "w_method"],
                         n_bootstrap=n_bootstrap)
     measured = decoupled.info["derived_eff"]
+    dec_unid = fit_unidentified(decoupled)
     rows = []
     for (w, a, wm, am), _ in runs[held].groupby(["w_format", "a_format", "w_method", "a_method"],
                                                 sort=False):
@@ -131,6 +135,7 @@ def quest_heldout(n_bootstrap: int = N_BOOTSTRAP):
         gw, ga = rep.spec_gmse(w), rep.spec_gmse(a)
         paper = rho_unified(gw, **UNIFIED_LLAMA_C4) * rho_unified(ga, **UNIFIED_LLAMA_C4)
         rows.append({"format": key, "gmse_w": gw, "gmse_a": ga,
+                     "not_identified": dec_unid.get(f"eff[{key}]", ""),
                      "rho_predicted": p["eff"], "rho_predicted_lo": p.get("eff_lo", math.nan),
                      "rho_predicted_hi": p.get("eff_hi", math.nan), "rho_paper_constants": paper,
                      "rho_fitted_own_runs": m, "rho_fitted_lo": mlo, "rho_fitted_hi": mhi,
@@ -218,9 +223,12 @@ def rho_comparison(df: pd.DataFrame, fits: dict, quest_unified, iso: pd.DataFram
     constants; the curve fitted on QuEST)."""
     from capscale.capacity import UNIFIED_LLAMA_C4, rho_unified
     from capscale.laws import representation as rep
+    from capscale.laws.identify import fit_unidentified
 
     dec = fits.get("decoupled")
-    derived = dec.info.get("derived_eff", {}) if dec is not None and not isinstance(dec, str) else {}
+    ok = dec is not None and not isinstance(dec, str)
+    derived = dec.info.get("derived_eff", {}) if ok else {}
+    dec_unid = fit_unidentified(dec) if ok else {}
     largest = iso[iso["N"] == iso["N"].max()].set_index("format") if len(iso) else iso
     rows = []
     for (w, a), _ in df.groupby(["w_format", "a_format"], sort=False):
@@ -228,7 +236,9 @@ def rho_comparison(df: pd.DataFrame, fits: dict, quest_unified, iso: pd.DataFram
             continue
         key = f"{w}{rep.KEY_SEPARATOR}{a}"
         gw, ga = rep.spec_gmse(w), rep.spec_gmse(a)
-        query = pd.DataFrame({"N": [1.0], "D": [1.0], "loss": [1.0], "w_format": [w], "a_format": [a]})
+        # the sweep trains plain INT grids with trust estimation: QuEST's "Trust" curve
+        query = pd.DataFrame({"N": [1.0], "D": [1.0], "loss": [1.0], "w_format": [w], "a_format": [a],
+                              "w_method": [SWEEP_METHOD], "a_method": [SWEEP_METHOD]})
         q = quest_unified.predict(query).iloc[0]
         v, lo, hi = derived.get(key, (math.nan, math.nan, math.nan))
         rows.append({"format": key, "gmse_w": gw, "gmse_a": ga,
@@ -236,6 +246,7 @@ def rho_comparison(df: pd.DataFrame, fits: dict, quest_unified, iso: pd.DataFram
                      * rho_unified(ga, **UNIFIED_LLAMA_C4),
                      "rho_quest_curve": q["eff"],
                      "rho_fitted_decoupled": v, "rho_fitted_lo": lo, "rho_fitted_hi": hi,
+                     "not_identified": dec_unid.get(f"eff[{key}]", ""),
                      "rho_iso_loss_largest_N": (largest.loc[key, "rho_iso_loss"]
                                                 if key in getattr(largest, "index", []) else math.nan)})
     return pd.DataFrame(rows).sort_values("gmse_w").reset_index(drop=True)
@@ -271,7 +282,7 @@ def write_report(out: Path, gmse: pd.DataFrame, quest: tuple, sweep_df: pd.DataF
                  ordering: pd.DataFrame, rho: pd.DataFrame, iso: pd.DataFrame, spec) -> Path:
     from capscale.laws.plots import plot_capacity, plot_loss_vs_n
     from capscale.report import Report, add_standard_sections
-    from capscale.report.build import SHANNON_BITS
+    from capscale.report.build import SHANNON_BITS, unidentified_rows
 
     quest_runs, unified, decoupled, held = quest
     rep = Report(out / "report", "capscale demo",
@@ -291,15 +302,21 @@ def write_report(out: Path, gmse: pd.DataFrame, quest: tuple, sweep_df: pd.DataF
                        "ratio_to_shannon", "rho_unified"])
 
     rep.section("2. Predicting held-out formats on the QuEST runs",
-                f"The unified law (one capacity curve, capacities multiplying over weights and "
-                f"activations) fitted on the {len(quest_runs)} QAT runs of QuEST (arXiv "
-                f"2502.05003) without {', '.join(HELD_OUT)}; their capacity predicted from GMSE "
-                "alone, beside the multipliers the decoupled law fits to their own runs.")
+                f"The unified law (one capacity curve per compression type and training method, "
+                f"capacities multiplying over weights and activations; the 2:4+INT4 runs read "
+                f"from their method's scalar curve at their joint GMSE) fitted on "
+                f"{len(quest_runs)} QAT runs of QuEST (arXiv 2502.05003; the INT1 clip runs, one "
+                f"GMSE level per method, left out) without {', '.join(HELD_OUT)}; their capacity "
+                "predicted from GMSE alone, beside the multipliers the decoupled law fits to "
+                "their own runs (keyed on format and method).")
     rep.table(held, "quest_heldout", caption="Held-out formats: predicted vs fitted capacity "
-                                             "(95% bootstrap intervals).")
+                                             "(95% bootstrap intervals).",
+              unidentified=unidentified_rows(held),
+              value_columns=["rho_fitted_own_runs", "rho_fitted_lo", "rho_fitted_hi", "error"])
     path = plot_capacity(unified, rep.plot_path("quest_capacity.png"), decoupled, bits=SHANNON_BITS)
-    rep.image(path, "QuEST: ρ against GMSE, the curve fitted without the held-out formats, and "
-                    "every format's own multiplier (per compressed operand).")
+    rep.image(path, "QuEST: ρ against GMSE, one curve per training method fitted without the "
+                    "held-out formats, and every format's own multiplier (per compressed operand; "
+                    "plain, Hadamard and half-Hadamard runs of one format share a GMSE).")
     path = plot_loss_vs_n(unified, quest_runs, rep.plot_path("quest_loss_vs_n.png"))
     rep.image(path, "QuEST: loss against N with the unified fit's curves (held-out formats "
                     "predicted, not fitted).")
@@ -313,8 +330,11 @@ def write_report(out: Path, gmse: pd.DataFrame, quest: tuple, sweep_df: pd.DataF
     rep.text(rank_verdict(rho).capitalize() + ".")
     rep.table(rho, "rho_comparison", caption="Capacity per format: predicted from GMSE (paper's "
                                              "constants; the curve fitted on QuEST in section 2), "
-                                             "fitted (decoupled law), and measured at equal loss "
-                                             "against the dense runs at the largest size.")
+                                             "fitted (decoupled law; greyed where these runs do "
+                                             "not identify it), and measured at equal loss "
+                                             "against the dense runs at the largest size.",
+              unidentified=unidentified_rows(rho),
+              value_columns=["rho_fitted_decoupled", "rho_fitted_lo", "rho_fitted_hi"])
     rep.table(iso, "rho_iso_loss", caption="Dense-equivalent size of every compressed run "
                                            "(interpolated along the dense runs).")
     add_standard_sections(rep, sweep_df, fits, prefix="sweep_", heading="sweep")

@@ -24,6 +24,7 @@ from capscale.errors import CapscaleError
 from capscale.io import atomic_write_json
 from capscale.laws import representation as rep
 from capscale.laws.forms import Law, default_law, law_from_spec, make_law, nest_params
+from capscale.laws.identify import unidentified
 from capscale.laws.optim import HuberObjective, batched_lbfgs, multistart, single_threaded_blas
 from capscale.laws.table import data_hash, load_runs, representation_columns, size_groups
 
@@ -99,7 +100,12 @@ class FitResult:
         runs in ``runs`` (columns N, D and the representation), with bootstrap intervals."""
         level = level or self.info["settings"]["interval_level"]
         X = self.law.design(runs)
-        out = pd.DataFrame(index=runs.index)
+        # a diverged bootstrap refit predicts inf (an interval that says so), not a warning
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._predict(X, runs.index, level)
+
+    def _predict(self, X, index, level: float) -> pd.DataFrame:
+        out = pd.DataFrame(index=index)
         lp = self.law.log_predict(self.theta[None, :], X)[0]
         out["loss"] = np.exp(lp)
         if self.samples is not None and len(self.samples):
@@ -189,7 +195,8 @@ class FitResult:
 
 def _percentiles(x: np.ndarray, level: float, axis: int = 0):
     q = 100 * (1 - level) / 2
-    lo, hi = np.nanpercentile(x, [q, 100 - q], axis=axis)
+    with np.errstate(invalid="ignore"):  # inf among the samples: the bound is inf or NaN
+        lo, hi = np.nanpercentile(x, [q, 100 - q], axis=axis)
     return lo, hi
 
 
@@ -299,6 +306,7 @@ def fit_law(runs: pd.DataFrame | str | os.PathLike, law: str | None = None, *,
         warnings += _interval_warnings(the_law, natural, lo, hi, skip=dead)
     warnings += _search_warnings(the_law, ms, spread, lo, hi, skip=dead)
     info["derived_eff"] = _derived_eff(result, df)
+    info["unidentified"] = unidentified(the_law, natural, lo, hi, dead, info["derived_eff"])
     if info["derived_eff"]:
         eff = {k: v[0] for k, v in info["derived_eff"].items()}
         info["params"]["eff"] = eff

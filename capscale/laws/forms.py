@@ -290,7 +290,8 @@ class ChinchillaLaw(Law):
     def eff(self, theta: np.ndarray, X: Design) -> np.ndarray:
         """Effective-parameter multiplier per run, (S, n)."""
         le = self.log_eff(np.atleast_2d(theta)[:, 5:], X)
-        return np.exp(np.broadcast_to(le, (np.atleast_2d(theta).shape[0], X.n)))
+        with np.errstate(over="ignore"):
+            return np.exp(np.broadcast_to(le, (np.atleast_2d(theta).shape[0], X.n)))
 
 
 class DecoupledLaw(ChinchillaLaw):
