@@ -88,6 +88,54 @@ def masked_absmax(xv: torch.Tensor, av: torch.Tensor | None) -> torch.Tensor:
     return a.amax(dim=-1, keepdim=True)
 
 
+def robust_rms(xv: torch.Tensor, av: torch.Tensor | None) -> torch.Tensor:
+    """`masked_rms` that neither overflows (rows near the dtype's largest value) nor underflows
+    (rows of denormals): where the plain sum of squares fails, the row is rescaled by its
+    absmax first. Finite input, finite RMS."""
+    rms = masked_rms(xv, av)
+    amax = masked_absmax(xv, av)
+    bad = torch.isinf(rms) | ((rms == 0) & (amax > 0))
+    if bool(bad.any()):
+        safe = torch.where(bad & (amax > 0), amax, torch.ones_like(amax))
+        rescaled = masked_rms(xv / safe, av) * safe
+        rms = torch.where(bad, rescaled, rms)
+    return rms
+
+
+def finite_view(xv: torch.Tensor, av: torch.Tensor | None):
+    """(x with non-finite entries zeroed, the mask of entries to take statistics over, the
+    non-finite mask or None). Scale statistics are taken over the finite active entries."""
+    finite = torch.isfinite(xv)
+    if bool(finite.all()):
+        return xv, av, None
+    clean = torch.where(finite, xv, torch.zeros((), dtype=xv.dtype, device=xv.device))
+    return clean, finite if av is None else av & finite, ~finite
+
+
+def saturating_cast(q: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """q rounded once to `dtype`; a finite value beyond the dtype's range saturates at its
+    largest finite value instead of becoming inf (a finite input never gives a non-finite x̂)."""
+    if q.dtype == dtype:
+        return q
+    fmax = torch.finfo(dtype).max
+    if q.is_floating_point() and torch.finfo(q.dtype).max > fmax:
+        q = torch.where(torch.isfinite(q), q.clamp(-fmax, fmax), q)
+    return q.to(dtype)
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward: the quantized tensor, exactly; backward: the incoming gradient, unchanged
+    (the straight-through estimator of torchao's fake quantization)."""
+
+    @staticmethod
+    def forward(ctx, x, xq):
+        return xq
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
 class Part(ABC):
     """One stage of a format pipeline. Subclasses are frozen dataclasses (so equal specs give
     equal objects) and know how to print themselves (`spec`)."""
@@ -147,17 +195,36 @@ class Format:
 
     # --- the representation -------------------------------------------------------------
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
-        """x̂: the tensor as this format represents it (same shape, dtype and device)."""
+        """x̂: the tensor as this format represents it (same shape, dtype and device).
+
+        Each value is rounded once, from the exact quotient by its scale, and the result once
+        to the input's dtype (bf16/fp16 inputs are computed in float64). NaN propagates (per
+        element; per block for MX and NVFP4, per vector for VQ, per rotation block with
+        `:had`); a finite input never gives a non-finite output. Under autograd the gradient
+        passes straight through (d x̂ / d x = 1, torchao's fake-quantization convention);
+        the trainer's masked gradient rules live in `capscale.model`.
+        """
         if not self.parts:
             return x
+        if x.numel() == 0:
+            return x.clone()
+        if torch.is_grad_enabled() and x.requires_grad:
+            with torch.no_grad():
+                xq = self._quantize(x.detach())
+            return _StraightThrough.apply(x, xq)
+        return self._quantize(x)
+
+    def _quantize(self, x: torch.Tensor) -> torch.Tensor:
         shape, dtype = x.shape, x.dtype
-        work = x if dtype in (torch.float32, torch.float64) else x.float()
+        work = x if dtype in (torch.float32, torch.float64) else x.double()
         x2d = work.reshape(1, -1) if work.dim() < 2 else work.reshape(-1, shape[-1])
         block = None
         if self.rotation is not None:
             from capscale.formats.hadamard import effective_block, fwht
 
             block = effective_block(self.rotation, x2d.shape[-1])
+            if x2d.dtype == torch.float32 and bool(x2d.abs().nan_to_num(0.0).amax() > 2.0**100):
+                x2d = x2d.double()  # a rotated block sum of huge float32 values would overflow
             x2d = fwht(x2d, block)
         active = None
         out = x2d
@@ -165,7 +232,7 @@ class Format:
             out, active = part.apply(out, active)
         if block is not None:
             out = fwht(out, block)  # the orthonormal Walsh–Hadamard transform is its own inverse
-        return out.reshape(shape).to(dtype)
+        return saturating_cast(out, dtype).reshape(shape)
 
     __call__ = quantize
 

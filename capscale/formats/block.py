@@ -9,6 +9,13 @@ Bits per value: element bits + 8/32.
 NVFP4: blocks of 16, a per-tensor FP32 scale g = amax_tensor / (6·448), a per-block E4M3 scale
 s = E4M3_RNE(amax_block / (6g)), elements E2M1_RNE(x / (s·g)) clamped to ±6 (dividing by the
 *rounded* scale can push elements past 6). Bits per value: 4 + 8/16 + 32/numel.
+
+Non-finite inputs, as OCP MX v1.0 and microxcaling treat them: a block holding a NaN or ±inf
+gets the NaN scale code, so every value of that block is NaN (torchao likewise NaNs a block
+with a NaN). NVFP4 does the same per block of 16, its tensor scale is taken over the finite
+blocks, and it is kept at least the smallest positive FP32 (2^-149) so that a tensor of
+denormals keeps finite scales. An all-zero block keeps its signed zeros. Elements are divided
+by the stored scales in float64 (exact for MX, one rounding for NVFP4's s·g) and rounded once.
 """
 
 from __future__ import annotations
@@ -17,7 +24,13 @@ from dataclasses import dataclass
 
 import torch
 
-from capscale.formats.base import TENSOR_SCALE_BITS, Part, group_view, masked_absmax
+from capscale.formats.base import (
+    TENSOR_SCALE_BITS,
+    Part,
+    group_view,
+    masked_absmax,
+    saturating_cast,
+)
 from capscale.formats.grids import FPSpec, fp_spec
 from capscale.formats.rounding import round_fp
 
@@ -41,8 +54,11 @@ def floor_log2(a: torch.Tensor) -> torch.Tensor:
     return e - 1
 
 
-def _zeros_like(x: torch.Tensor) -> torch.Tensor:
-    return torch.zeros((), dtype=x.dtype, device=x.device)
+def _nan_blocks(q: torch.Tensor, bad: torch.Tensor) -> torch.Tensor:
+    """NaN for every value of the blocks marked `bad` (a NaN or ±inf among their entries)."""
+    if bool(bad.any()):
+        q = torch.where(bad, torch.full((), float("nan"), dtype=q.dtype, device=q.device), q)
+    return q
 
 
 @dataclass(frozen=True)
@@ -61,14 +77,16 @@ class MXQuantizer(Part):
         xv = group_view(x2d, self.block, self.spec)
         av = None if active is None else group_view(active, self.block, self.spec)
         amax = masked_absmax(xv, av)
-        shared = (floor_log2(torch.where(amax > 0, amax, torch.ones_like(amax))) - emax).clamp_(-127, 127)
+        bad = ~torch.isfinite(amax)
+        ok = (amax > 0) & ~bad
+        shared = (floor_log2(torch.where(ok, amax, torch.ones_like(amax))) - emax).clamp_(-127, 127)
         scale = torch.ldexp(torch.ones_like(amax), shared.to(torch.int32))
-        y = xv / scale
+        y = torch.where(torch.isfinite(xv), xv, torch.zeros((), dtype=xv.dtype, device=xv.device)) / scale
         if fp is None:  # MXINT8: two's complement with an implicit 2^-6, kept symmetric (±127/64)
             q = torch.round(y * 64).clamp_(-127, 127) / 64
         else:
             q = round_fp(y, fp)
-        q = torch.where(amax > 0, q * scale, _zeros_like(q))
+        q = _nan_blocks(torch.where(ok, q * scale, xv), bad)
         if av is not None:
             q = torch.where(av, q, xv)
         return q.reshape(x2d.shape), None
@@ -90,15 +108,21 @@ class NVFP4Quantizer(Part):
     def apply(self, x2d, active):
         xv = group_view(x2d, self.block, self.spec)
         av = None if active is None else group_view(active, self.block, self.spec)
-        amax_block = masked_absmax(xv, av)
+        amax_block = masked_absmax(xv, av).double()
+        bad = ~torch.isfinite(amax_block)
+        amax_block = torch.where(bad, torch.zeros((), dtype=torch.float64), amax_block)
         amax_tensor = amax_block.max()
-        if amax_tensor == 0:
-            return x2d, None  # every active entry is already exactly 0
-        g = (amax_tensor / (6.0 * E4M3.max_value)).to(torch.float32).to(xv.dtype)
+        if amax_tensor == 0:  # every finite active entry is already exactly ±0
+            q = _nan_blocks(xv, bad)
+            return (q if av is None else torch.where(av, q, xv)).reshape(x2d.shape), None
+        # the tensor scale is stored in FP32, at least its smallest positive value
+        g = (amax_tensor.to(torch.float32) / (6.0 * E4M3.max_value)).clamp_min(2.0**-149).double()
         s = round_fp(amax_block / (6.0 * g), E4M3)
-        denom = torch.where(s > 0, s * g, torch.ones_like(s))
-        q = round_fp((xv / denom).clamp_(-6.0, 6.0), E2M1) * denom
-        q = torch.where(s > 0, q, _zeros_like(q))
+        denom = s * g  # exact in float64 (4 + 24 significant bits)
+        x64 = torch.where(torch.isfinite(xv), xv, torch.zeros((), dtype=xv.dtype, device=xv.device)).double()
+        q = round_fp((x64 / torch.where(s > 0, denom, torch.ones_like(denom))).clamp_(-6.0, 6.0), E2M1) * denom
+        q = torch.where(s > 0, q, x64 * 0.0)  # a block whose scale underflows: signed zeros
+        q = _nan_blocks(saturating_cast(q, xv.dtype), bad)
         if av is not None:
             q = torch.where(av, q, xv)
         return q.reshape(x2d.shape), None

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from capscale.errors import CapscaleError
-from capscale.formats.base import Part, masked_rms
+from capscale.formats.base import Part, finite_view, robust_rms, saturating_cast
 
 
 @dataclass(frozen=True)
@@ -33,12 +33,15 @@ class NoiseInjection(Part):
     def apply(self, x2d, active):
         rows, cols = x2d.shape
         av = None if active is None else active.reshape(rows, 1, cols)
-        rms = masked_rms(x2d.reshape(rows, 1, cols), av).reshape(rows, 1)
+        clean, stat, nonfinite = finite_view(x2d.reshape(rows, 1, cols), av)
+        rms = robust_rms(clean.double(), stat).reshape(rows, 1)  # over the finite entries
         if self.distribution == "uniform":
             z = (torch.rand_like(x2d) * 2 - 1) * math.sqrt(3.0)
         else:
             z = torch.randn_like(x2d)
-        out = x2d + z * (math.sqrt(self.mse) * rms)
+        out = saturating_cast(x2d.double() + z * (math.sqrt(self.mse) * rms), x2d.dtype)
+        if nonfinite is not None:
+            out = torch.where(nonfinite.reshape(rows, cols), x2d, out)
         if active is not None:
             out = torch.where(active, out, x2d)
         return out, None

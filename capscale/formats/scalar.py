@@ -15,7 +15,15 @@ import torch
 
 from capscale.errors import CapscaleError
 from capscale.formats import grids
-from capscale.formats.base import Part, Scaling, group_view, masked_absmax, masked_rms
+from capscale.formats.base import (
+    Part,
+    Scaling,
+    finite_view,
+    group_view,
+    masked_absmax,
+    robust_rms,
+    saturating_cast,
+)
 from capscale.formats.gaussian import optimal_scale
 from capscale.formats.rounding import (
     round_fp,
@@ -81,7 +89,7 @@ class ScalarQuantizer(Part):
 
     def scale(self, xv: torch.Tensor, av: torch.Tensor | None) -> torch.Tensor:
         if self.scaling.rule == "rms":
-            return masked_rms(xv, av) * self.alpha
+            return robust_rms(xv, av) * self.alpha
         amax = masked_absmax(xv, av)
         if self.scaling.rule == "absmax":
             return amax
@@ -105,17 +113,23 @@ class ScalarQuantizer(Part):
         return best_c
 
     def apply(self, x2d, active):
+        """Scale statistics over the finite active entries, in float64 (so the quotient by the
+        scale is exact before its one rounding, and denormal or huge groups stay finite);
+        non-finite entries pass through unchanged."""
         xv = group_view(x2d, self.scaling.group, self.spec)
         av = None if active is None else group_view(active, self.scaling.group, self.spec)
-        q = self.dequantize_scaled(xv, self.scale(xv, av))
+        clean, stat, nonfinite = finite_view(xv, av)
+        x64 = clean.double()
+        q = saturating_cast(self.dequantize_scaled(x64, self.scale(x64, stat)), xv.dtype)
+        if nonfinite is not None:
+            q = torch.where(nonfinite, xv, q)
         if av is not None:
             q = torch.where(av, q, xv)
         return q.reshape(x2d.shape), None
 
     def dequantize_scaled(self, xv: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """x̂ for values xv whose outermost level sits at s (per group); 0 where s == 0."""
-        inv = torch.where(s > 0, 1.0 / s, torch.zeros((), dtype=s.dtype, device=s.device))
-        return self.round_normalised(xv * inv).mul_(s)
+        """x̂ for values xv whose outermost level sits at s (per group); ±0 where s == 0."""
+        return self.round_normalised(xv / torch.where(s > 0, s, torch.ones_like(s))).mul_(s)
 
     def bits(self, rows, cols, active_fraction):
         return active_fraction * self.code_bits + self.scaling.overhead_bits(rows, cols), 0.0
@@ -157,16 +171,18 @@ class IntQuantizer(ScalarQuantizer):
         return round_uniform_nozero(y, 2**self.n_bits)
 
     def dequantize_scaled(self, xv, s):
-        # the affine maps in and out of level indices fused into addcmul: 4 passes over xv
-        zero = torch.zeros((), dtype=s.dtype, device=s.device)
+        # the level index from x·m / s (x·m exact, one division), ties to even on the signed
+        # grid and upwards on QuEST's (floor(t + 1/2)); x̂ = level · s
+        safe = torch.where(s > 0, s, torch.ones_like(s))
         if self.zero:
             m = 2 ** (self.n_bits - 1) - 1
-            t = xv * torch.where(s > 0, m / s, zero)
-            return t.round_().clamp_(-m, m).mul_(s / m)
+            t = (xv * m).div_(safe)
+            return t.round_().clamp_(-m, m).mul_(s).div_(m)
+        # QuEST's grid: levels at u = k − h/2 for u = x·(h/2)/s, so the nearest (ties upwards)
+        # is k = ⌊u⌋ + (h+1)/2 (adding the offset before the floor would round a tiny u)
         h = 2**self.n_bits - 1
-        t = torch.addcmul(torch.tensor(h / 2 + 0.5, dtype=xv.dtype), xv, torch.where(s > 0, (h / 2) / s, zero))
-        t.floor_().clamp_(0, h)
-        return torch.addcmul(-s, t, s * (2 / h))
+        t = (xv * (h / 2)).div_(safe).floor_().add_((h + 1) // 2).clamp_(0, h)
+        return t.mul_(2).sub_(h).mul_(s).div_(h)
 
 
 @dataclass(frozen=True)
@@ -226,6 +242,11 @@ class FPQuantizer(ScalarQuantizer):
     def round_normalised(self, y):
         m = self.fp.max_value
         return round_fp(y * m, self.fp) / m
+
+    def dequantize_scaled(self, xv, s):
+        # x·max / s: the product is exact, the division the one rounding before the grid's
+        m = self.fp.max_value
+        return round_fp((xv * m).div_(torch.where(s > 0, s, torch.ones_like(s))), self.fp).mul_(s).div_(m)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,11 @@ def keep_largest(score: torch.Tensor, n_keep: torch.Tensor | int) -> torch.Tenso
     return keep & (n_keep_t > 0)
 
 
+def _magnitude(x: torch.Tensor) -> torch.Tensor:
+    """|x| as a ranking score, NaN ranked with +inf (a NaN is kept, so it propagates)."""
+    return torch.nan_to_num(x.abs(), nan=math.inf, posinf=math.inf)
+
+
 def _neg_inf_where_inactive(score: torch.Tensor, active: torch.Tensor | None) -> torch.Tensor:
     if active is None:
         return score
@@ -72,7 +77,7 @@ class MagnitudeSparsity(Part):
 
     def apply(self, x2d, active):
         rows, cols = x2d.shape
-        score = _neg_inf_where_inactive(x2d.abs(), active)
+        score = _neg_inf_where_inactive(_magnitude(x2d), active)
         view = score if self.per_row else score.reshape(1, -1)
         if active is None:
             n_active = torch.full((view.shape[0], 1), view.shape[1], device=x2d.device)
@@ -124,7 +129,7 @@ class NMSparsity(Part):
             )
         xa = x2d if active is None else torch.where(active, x2d, torch.zeros((), dtype=x2d.dtype, device=x2d.device))
         units = xa.reshape(rows, cols // span, self.m, self.unit)
-        score = units.square().sum(dim=-1)  # (rows, groups, m)
+        score = _magnitude(units).square().sum(dim=-1)  # (rows, groups, m); NaN ranks first
         idx = score.topk(self.n, dim=-1).indices
         keep_units = torch.zeros_like(score, dtype=torch.bool).scatter_(-1, idx, True)
         keep = keep_units.unsqueeze(-1).expand_as(units).reshape(rows, cols)
@@ -162,7 +167,7 @@ class Outliers(Part):
 
     def apply(self, x2d, active):
         rows, cols = x2d.shape
-        score = _neg_inf_where_inactive(x2d.abs(), active)
+        score = _neg_inf_where_inactive(_magnitude(x2d), active)
         view = score if self.per_row else score.reshape(1, -1)
         if active is None:
             n_active = torch.full((view.shape[0], 1), view.shape[1], device=x2d.device)

@@ -18,7 +18,7 @@ import torch
 
 from capscale.cache import cache_dir
 from capscale.errors import CapscaleError
-from capscale.formats.base import SCALE_BITS, Part, masked_rms
+from capscale.formats.base import SCALE_BITS, Part, finite_view, robust_rms, saturating_cast
 
 MAX_VQ_BITS = 12  # 4096 code words: k-means on CPU stays within a minute
 CODEBOOK_VERSION = 2
@@ -146,10 +146,14 @@ class VectorQuantizer(Part):
         if cols % self.dim:
             raise CapscaleError(f"{self.spec}: needs the last dimension ({cols}) to be a multiple of {self.dim}")
         book = gaussian_codebook(self.dim, self.n_bits).to(dtype=x2d.dtype, device=x2d.device)
-        rms = masked_rms(x2d.reshape(rows, 1, cols), None).reshape(rows, 1)
+        clean, stat, nonfinite = finite_view(x2d.reshape(rows, 1, cols), None)
+        rms = robust_rms(clean, stat).reshape(rows, 1)  # over the finite entries
         safe = torch.where(rms > 0, rms, torch.ones_like(rms))
-        vectors = (x2d / safe).reshape(-1, self.dim)
-        q = book[nearest(vectors, book)].reshape(rows, cols) * safe
+        vectors = (clean.reshape(rows, cols) / safe).reshape(-1, self.dim)
+        q = saturating_cast(book.double()[nearest(vectors, book)].reshape(rows, cols) * safe.double(), x2d.dtype)
+        if nonfinite is not None:  # a vector holding a NaN or ±inf has no code word: NaN
+            bad = nonfinite.reshape(-1, self.dim).any(-1, keepdim=True).expand(-1, self.dim)
+            q = torch.where(bad.reshape(rows, cols), torch.full((), float("nan"), dtype=q.dtype), q)
         return q, None
 
     def bits(self, rows, cols, active_fraction):
