@@ -17,6 +17,8 @@ from capscale.model.llama import LlamaConfig, size_preset
 # Tokens per micro-batch and rank when --micro-batch is not given: a CPU core gets small
 # matmuls to keep memory low; a GPU gets the papers' 64 x 512 sequences.
 DEFAULT_MICRO_TOKENS = {"cpu": 8192, "cuda": 32768}
+# the fewest optimizer steps a token budget may come to: warm-up, decay and evaluation need room
+MIN_STEPS = 10
 
 
 @dataclass
@@ -196,6 +198,15 @@ def plan(cfg: TrainConfig, vocab_size: int, world_size: int = 1, device_type: st
     else:
         target = cfg.tokens if cfg.tokens is not None else cfg.tokens_per_param * n
         steps = max(1, round(target / cfg.batch_tokens))
+        if steps < MIN_STEPS:
+            budget = (f"tokens={cfg.tokens:,}" if cfg.tokens is not None else
+                      f"tokens-per-param={cfg.tokens_per_param:g} x N={n:,}")
+            raise CapscaleError(
+                f"{budget} is {target / cfg.batch_tokens:.3g} optimizer step(s) of "
+                f"batch-tokens={cfg.batch_tokens:,}; a run needs at least {MIN_STEPS} steps "
+                f"(warm-up, decay, evaluation): give tokens >= {MIN_STEPS * cfg.batch_tokens:,}, "
+                f"a smaller batch-tokens (>= seq-len={cfg.seq_len}), or steps explicitly"
+            )
     batch = cfg.batch_tokens // cfg.seq_len
     if batch % world_size:
         raise CapscaleError(
