@@ -16,7 +16,7 @@ SPELLING = contextvars.ContextVar("capscale_option_spelling", default="python")
 FLAGS = {"capacity_groups": "--capacity-groups", "fix_L": "--fix-L", "key_columns": "--eff-key",
          "split_composed": "--split-composed", "curve": "--curve", "law": "--law",
          "where": "--where", "pool_formats": "--pool-formats", "format": "--format",
-         "gmse": "--gmse", "kind": "--kind"}
+         "gmse": "--gmse", "kind": "--kind", "fix": "--fix"}
 
 
 def option(name: str, value=None) -> str:

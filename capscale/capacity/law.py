@@ -11,6 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 UNIFIED_LLAMA_C4 = {"L": 1.0, "F": 0.41, "C": 1.39}
+# the ± the paper gives with its Llama/C4 fit (law and curve), read as one standard error each
+UNIFIED_LLAMA_C4_FIT = {"alpha": (0.13, 0.05), "beta": (0.33, 0.06), "E": (1.3, 0.5),
+                        "L": (1.0, 0.7), "F": (0.41, 0.02), "C": (1.39, 0.08)}
 UNIFIED_LLAMA_C4_SOURCE = "Panferov et al. 2025 (arXiv 2506.01863), Llama/C4 fit: L 1.0, F 0.41, C 1.39"
 
 

@@ -25,6 +25,7 @@ COMMANDS = {
     "predict": "predict",
     "compare": "compare",
     "sweep": "sweep",
+    "plan": "plan",
     "report": "report",
     "demo": "demo",
 }

@@ -62,7 +62,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="unified: multiply the capacities of the parts of a composed spec "
                           "(sparse0.5+int4 -> sparse0.5 x int4) instead of using its joint GMSE")
     law.add_argument("--fix-L", type=float, default=None, metavar="L",
-                     help="unified: fix the capacity ceiling L (needed without dense runs)")
+                     help="unified: fix the capacity ceiling L (needed without dense runs); "
+                          "the same as --fix L=VALUE")
+    law.add_argument("--fix", action="append", metavar="NAME=VALUE,...",
+                     help="hold parameters at given values, e.g. --fix E=1.7,alpha=0.3 or "
+                          "--fix F=0.41,C=1.39. On dense runs only with --law unified, "
+                          "--fix F=0.41±0.02,C=1.39±0.08[,L=1] transfers that published curve "
+                          "to them, its uncertainty carried through")
     chk = p.add_argument_group("checks")
     chk.add_argument("--independence", action="store_true",
                      help="also fit each format's multiplier per tokens-per-parameter ratio and "
@@ -102,10 +108,22 @@ def run(args: argparse.Namespace) -> int:
         options["curve"] = args.curve
     if args.pool_formats:
         options["pool_formats"] = True
-    fit = fit_law(df, args.law, delta=args.delta, space=args.space, n_bootstrap=args.bootstrap,
-                  level=args.level, seed=args.seed, n_jobs=args.jobs, prune=not args.no_prune,
-                  max_starts=args.max_starts, heldout=not args.no_heldout, progress=True,
-                  **options)
+    transfer = _transfer_curve(df, args)
+    if transfer is not None:
+        from capscale.laws.transfer import transfer_fit
+
+        fit = transfer_fit(df, transfer, n_bootstrap=args.bootstrap, seed=args.seed,
+                           source="--fix " + ",".join(args.fix), delta=args.delta,
+                           space=args.space, level=args.level, n_jobs=args.jobs,
+                           prune=not args.no_prune, heldout=not args.no_heldout, progress=True)
+        options = {}
+    else:
+        if args.fix:
+            options["fix"] = args.fix
+        fit = fit_law(df, args.law, delta=args.delta, space=args.space,
+                      n_bootstrap=args.bootstrap, level=args.level, seed=args.seed,
+                      n_jobs=args.jobs, prune=not args.no_prune, max_starts=args.max_starts,
+                      heldout=not args.no_heldout, progress=True, **options)
     text = fit.to_json(args.output)
     print(text if args.json else fit.summary())
     if args.output:
@@ -146,3 +164,24 @@ def run(args: argparse.Namespace) -> int:
             if args.plot:
                 print(f"wrote {plot_composability(table, Path(args.plot) / 'composability.png')}")
     return 0
+
+
+def _transfer_curve(df, args):
+    """The curve to transfer when the table has dense runs only, the law is unified and
+    --fix names the curve (F and C); None otherwise."""
+    if not args.fix or args.law != "unified":
+        return None
+    from capscale.errors import CapscaleError
+    from capscale.laws import representation as rep
+    from capscale.laws.fixed import parse_fix
+
+    try:
+        dense_only = bool(rep.dense_rows(df).all())
+    except CapscaleError:  # no format columns at all: dense runs
+        dense_only = True
+    if not dense_only:
+        return None
+    curve = parse_fix(args.fix)
+    if args.fix_L is not None:
+        curve.setdefault("L", (args.fix_L, 0.0))
+    return curve

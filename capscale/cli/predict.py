@@ -10,7 +10,8 @@ HELP = "predict loss (with interval), dense-equivalent N and compute-optimal N, 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("fit", help="fit JSON written by `capscale fit -o`")
+    p.add_argument("fit", help="fit JSON written by `capscale fit -o`, or builtin:NAME "
+                               "(quest-unified, quest-decoupled, chinchilla-epoch, unified-paper)")
     p.add_argument("--n", type=float, nargs="+", metavar="N", help="model size(s) (parameters)")
     p.add_argument("--d", type=float, nargs="+", metavar="D", help="training tokens")
     p.add_argument("--format", help="format spec (on a weights/activations fit: both operands)")
@@ -31,9 +32,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from capscale.errors import CapscaleError
-    from capscale.laws import FitResult, compute_optimal, predict
+    from capscale.laws import compute_optimal, predict
+    from capscale.laws.builtin_fits import load_fit
 
-    fit = FitResult.load(args.fit)
+    fit = load_fit(args.fit)
     if not args.n and not args.compute:
         raise CapscaleError("give --n and --d to predict a loss, and/or --compute for the optimal N and D")
     if bool(args.n) != bool(args.d):

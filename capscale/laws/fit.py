@@ -11,6 +11,7 @@ import math
 import os
 import platform
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -106,10 +107,12 @@ class FitResult:
 
     def _predict(self, X, index, level: float) -> pd.DataFrame:
         out = pd.DataFrame(index=index)
-        lp = self.law.log_predict(self.theta[None, :], X)[0]
+        with np.errstate(invalid="ignore"):  # NaN where a fit has no loss (published ρ only)
+            lp = self.law.log_predict(self.theta[None, :], X)[0]
         out["loss"] = np.exp(lp)
         if self.samples is not None and len(self.samples):
-            lps = np.exp(self.law.log_predict(self.samples, X))
+            with np.errstate(invalid="ignore"):
+                lps = np.exp(self.law.log_predict(self.samples, X))
             lo, hi = _percentiles(lps, level, axis=0)
             out["loss_lo"], out["loss_hi"] = lo, hi
         if self.law.has_eff:
@@ -195,7 +198,8 @@ class FitResult:
 
 def _percentiles(x: np.ndarray, level: float, axis: int = 0):
     q = 100 * (1 - level) / 2
-    with np.errstate(invalid="ignore"):  # inf among the samples: the bound is inf or NaN
+    with warnings.catch_warnings():  # a quantity no sample defines is NaN, said without noise
+        warnings.simplefilter("ignore", RuntimeWarning)
         lo, hi = np.nanpercentile(x, [q, 100 - q], axis=axis)
     return lo, hi
 
@@ -241,7 +245,8 @@ def fit_law(runs: pd.DataFrame | str | os.PathLike, law: str | None = None, *,
     predicted from a fit to the rest (``heldout``). Without ``law``, the table's columns choose
     it (:func:`~capscale.laws.forms.default_law`). Law options: ``key_columns`` (decoupled),
     ``capacity_groups``, ``split_composed``, ``fix_L``, ``curve`` (unified), ``pool_formats``
-    (chinchilla).
+    (chinchilla); ``fix`` (any law: natural parameters held at given values,
+    ``{"E": 1.7, "alpha": 0.3}`` or ``"F=0.41,C=1.39"``).
     """
     t0 = time.perf_counter()
     df = runs if isinstance(runs, pd.DataFrame) else load_runs(runs)
@@ -424,7 +429,7 @@ def _interval_warnings(law: Law, best: np.ndarray, lo: np.ndarray, hi: np.ndarra
         if not (math.isfinite(lo[j]) and math.isfinite(hi[j])):  # NaN compares False below
             out.append(f"{law.natural_names[j]} is not identified by these runs: its bootstrap "
                        f"interval [{lo[j]:.3g}, {hi[j]:.3g}] is not finite (refits diverged)")
-    for j in sorted(set(law.log_params) - set(skip)):
+    for j in sorted(set(getattr(law, "natural_log_params", law.log_params)) - set(skip)):
         if not (math.isfinite(lo[j]) and math.isfinite(hi[j])):
             continue
         name = law.natural_names[j]

@@ -823,6 +823,7 @@ def make_law(name: str, df: pd.DataFrame, **options) -> Law:
         "sparsity": set(),
     }[name]
     options = {k: v for k, v in options.items() if v is not None}
+    fixed = _fixed_values(name, options.pop("fix", None), options)
     unknown = set(options) - allowed
     if unknown:
         raise CapscaleError(
@@ -832,8 +833,34 @@ def make_law(name: str, df: pd.DataFrame, **options) -> Law:
     cls = LAWS[name]
     law = cls.from_table(df, **options) if hasattr(cls, "from_table") else cls()
     law.set_centers(df)
+    if fixed:
+        from capscale.laws.fixed import FixedLaw
+
+        law = FixedLaw(law, fixed)
     law.check_identifiable(df)
     return law
+
+
+def _fixed_values(name: str, fix, options: dict) -> dict[str, float]:
+    """``fix`` ({name: value} or "E=1.7,alpha=0.3") as values; a unified law's L goes to its
+    own ``fix_L`` (the ``--fix-L`` option)."""
+    if not fix:
+        return {}
+    from capscale.laws.fixed import parse_fix
+
+    parsed = parse_fix(fix)
+    uncertain = [k for k, (_, sd) in parsed.items() if sd > 0]
+    if uncertain:
+        raise CapscaleError(f"--fix {', '.join(uncertain)} with ±: a fit holds fixed values "
+                            "exactly; an uncertainty is carried only when a published curve is "
+                            "transferred to dense runs (capscale fit DENSE --law unified --fix ...)")
+    fixed = {k: v for k, (v, _) in parsed.items()}
+    if name == "unified" and "L" in fixed:
+        L = fixed.pop("L")
+        if options.get("fix_L") is not None and options["fix_L"] != L:
+            raise CapscaleError(f"--fix L={L} and --fix-L {options['fix_L']} disagree")
+        options["fix_L"] = L
+    return fixed
 
 
 def law_from_spec(spec: dict) -> Law:
@@ -853,4 +880,8 @@ def law_from_spec(spec: dict) -> Law:
     else:
         raise CapscaleError(f"saved fit names unknown law {name!r}")
     law.centers = tuple(spec.get("centers", (0.0, 0.0)))
+    if spec.get("fixed"):
+        from capscale.laws.fixed import FixedLaw
+
+        law = FixedLaw(law, spec["fixed"])
     return law

@@ -52,7 +52,8 @@ def unidentified(law, natural: np.ndarray, lo=None, hi=None, dead=(), derived_ef
             continue
         if lo is None:
             continue
-        why = _ratio_reason(v, float(lo[j]), float(hi[j]), j in law.log_params or name in EXPONENTS)
+        positive = j in getattr(law, "natural_log_params", law.log_params) or name in EXPONENTS
+        why = _ratio_reason(v, float(lo[j]), float(hi[j]), positive)
         if why:
             out[name] = why
     for key, (v, elo, ehi) in (derived_eff or {}).items():

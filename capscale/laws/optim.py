@@ -46,8 +46,9 @@ class HuberObjective:
 
     Dividing by δ·Σw changes no minimiser and makes the value read as a mean absolute
     residual wherever |r| > δ, which keeps tolerances meaningful for any δ and table size.
-    ``weights`` (B, n) gives each of B problems its own row weights (bootstrap resamples);
-    ``rows`` then says which problem each parameter vector belongs to.
+    ``weights`` (B, n) gives each of B problems its own row weights (bootstrap resamples),
+    and ``loss`` (B, n) its own losses (simulated experiments); ``rows`` then says which
+    problem each parameter vector belongs to.
     """
 
     def __init__(self, law: Law, X: Design, loss: np.ndarray, *, delta: float = 1e-3,
@@ -65,6 +66,9 @@ class HuberObjective:
     def residuals(self, theta: np.ndarray) -> np.ndarray:
         lp = self.law.log_predict(np.atleast_2d(theta), self.X)
         return lp - self.logy if self.space == "log" else np.exp(lp) - self.y
+
+    def _targets(self, y: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return y[rows] if y.ndim == 2 else y
 
     def value(self, theta: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         return self(theta, rows)[0]
@@ -97,9 +101,9 @@ class HuberObjective:
                 s += e
             if self.space == "log":
                 r = np.log(s)
-                r -= self.logy
+                r -= self._targets(self.logy, rows)
             else:
-                r = s - self.y
+                r = s - self._targets(self.y, rows)
             psi = np.clip(r, -d, d)
             h = r - 0.5 * psi  # huber(r) = psi·(r − psi/2) for both branches
             h *= psi
