@@ -32,7 +32,7 @@ from capscale.train.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from capscale.train.config import RunPlan, TrainConfig, plan
+from capscale.train.config import RunPlan, TrainConfig, check_budget, plan
 from capscale.train.data import RunData, open_run_data
 from capscale.train.distributed import Dist, all_reduce_sum, barrier, setup, teardown
 from capscale.train.monitor import Monitor
@@ -218,6 +218,7 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
         done = records.load_result(run_dir)
         if done is not None:
             return done
+    check_budget(cfg, plan(cfg, 1, ctx.world_size, ctx.device.type))
     if data is None:  # the run length does not depend on the vocabulary: plan it first
         data = open_run_data(cfg, plan(cfg, 1, ctx.world_size, ctx.device.type).tokens)
     p = plan(cfg, data.vocab_size, ctx.world_size, ctx.device.type)

@@ -7,7 +7,7 @@ from synthetic import synthetic_data
 
 from capscale.errors import CapscaleError
 from capscale.train import TrainConfig, train
-from capscale.train.config import MIN_STEPS, plan
+from capscale.train.config import MIN_STEPS, check_budget, plan
 
 
 @pytest.fixture(scope="module")
@@ -18,10 +18,15 @@ def data():
 def test_a_budget_below_the_minimum_steps_is_an_error():
     cfg = TrainConfig(size="30k", tokens=200_000)
     with pytest.raises(CapscaleError, match=r"0\.763 optimizer step.*at least 10 steps.*2,621,440"):
-        plan(cfg, 512)
-    ok = plan(TrainConfig(size="30k", tokens=MIN_STEPS * 262_144), 512)
+        check_budget(cfg, plan(cfg, 512))
+    with pytest.raises(CapscaleError, match="at least 10 steps"):
+        train(cfg)  # before any data is read
+    ok_cfg = TrainConfig(size="30k", tokens=MIN_STEPS * 262_144)
+    ok = plan(ok_cfg, 512)
+    check_budget(ok_cfg, ok)
     assert ok.steps == MIN_STEPS and ok.tokens == MIN_STEPS * 262_144  # D recorded = D trained
-    assert plan(TrainConfig(size="30k", steps=2), 512).steps == 2  # steps asked for explicitly
+    explicit = TrainConfig(size="30k", steps=2)  # steps asked for explicitly
+    check_budget(explicit, plan(explicit, 512))
 
 
 @pytest.mark.parametrize("fmt, real", [("mxfp4", "ste"), ("nvfp4", "ste"), ("int4", "trust")])
