@@ -115,7 +115,7 @@ def make_plan(formats: list[str], prior: FitResult, *, target: float, noise: flo
               scale: str = "paper", sizes: list[str] | None = None,
               tokens_per_param: list[float] | None = None, train: dict | None = None,
               cost: dict | None = None, n_sims: int = 400, seed: int = 0,
-              done: pd.DataFrame | None = None, max_replicas: int = 8,
+              done: pd.DataFrame | None = None, max_replicas: int = 16,
               compare_grids: bool = True) -> Plan:
     """The cheapest design found that measures every format's ρ to ``target`` (95%
     half-width), confirmed by ``n_sims`` simulated refits. ``done``: a runs table of runs

@@ -24,6 +24,7 @@ COMMANDS = {
     "fit": "fit",
     "predict": "predict",
     "compare": "compare",
+    "probe": "probe",
     "sweep": "sweep",
     "plan": "plan",
     "report": "report",
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"capscale.cli.{module_name}")
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
+        p.add_argument("--plugin", action="append", default=[], metavar="FILE.py|MODULE",
+                       help="load user formats from a Python file or module that calls "
+                            "capscale.formats.register (repeatable)")
         p.set_defaults(_run=module.run)
     return parser
 
@@ -55,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     token = SPELLING.set("cli")  # hints name flags, not keyword arguments
     try:
+        if args.plugin:  # user formats, before any spec is parsed (exported to workers)
+            from capscale.formats.registry import load_plugins
+
+            load_plugins(args.plugin)
         return int(args._run(args) or 0)
     except CapscaleError as e:
         print(f"capscale {args.command}: error: {e}", file=sys.stderr)

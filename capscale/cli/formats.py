@@ -31,4 +31,9 @@ def run(args) -> int:
         print(f"{fam.name}")
         print(f"  {fam.about}")
         print(f"  e.g. {', '.join(fam.examples)}")
+    from capscale.formats import registered
+
+    for name, plugin in registered().items():
+        print(f"user format {name} (from {plugin.origin}, source {plugin.source_hash})")
+        print(f"  kind={plugin.part.kind}, bits/value={parse_format(name).bits_per_value:.4f}")
     return 0

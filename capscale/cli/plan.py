@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="model ladder: paper (30M-200M, 25-200 tokens/param) or cpu (30k-1M)")
     p.add_argument("--sizes", metavar="S,...", help="model sizes instead of the ladder's (e.g. 30M,100M)")
     p.add_argument("--tokens-per-param", metavar="R,...", help="token budgets instead of the ladder's")
-    p.add_argument("--max-seeds", type=int, default=8, help="most seeds of one run (default 8)")
+    p.add_argument("--max-seeds", type=int, default=16, help="most seeds of one run (default 16)")
     p.add_argument("--runs", metavar="TABLE",
                    help="runs already done (a sweep's runs.csv): say whether the target is met "
                         "and which runs to add next")

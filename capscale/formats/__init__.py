@@ -9,6 +9,7 @@ Knows nothing of training, models or laws.
 
 from capscale.formats.base import REFERENCE_SHAPE, Format, Part, Scaling
 from capscale.formats.hadamard import fwht, hadamard_matrix
+from capscale.formats.registry import load_plugin, load_plugins, register, registered, unregister
 from capscale.formats.spec import FAMILIES, is_format_spec, parse_format
 
 __all__ = [
@@ -20,5 +21,10 @@ __all__ = [
     "fwht",
     "hadamard_matrix",
     "is_format_spec",
+    "load_plugin",
+    "load_plugins",
     "parse_format",
+    "register",
+    "registered",
+    "unregister",
 ]

@@ -17,6 +17,7 @@ from capscale.formats.base import Format, Part, Scaling
 from capscale.formats.block import MX_ALIASES, MXQuantizer, NVFP4Quantizer
 from capscale.formats.hadamard import is_power_of_two
 from capscale.formats.noise import NoiseInjection
+from capscale.formats.registry import lookup as lookup_plugin
 from capscale.formats.scalar import (
     FPQuantizer,
     IntQuantizer,
@@ -181,11 +182,15 @@ def _parse_part(text: str, full: str) -> tuple[Part, int | None]:
         if m:
             part = fam.build(m, mods, text)
             return _finish(part, mods, text), rotation
+    plugin = lookup_plugin(base)  # a user format registered under this name
+    if plugin is not None:
+        return _finish(plugin.part, mods, text), rotation
     bases = "; ".join(f"{f.name}: {', '.join(f.examples[:3])}" for f in FAMILIES)
     raise CapscaleError(
         f"unknown format '{base}' in '{full}'. Valid formats are 'none' (uncompressed) and — "
         f"{bases}. Join parts with '+' (e.g. sparse0.5+int4); add ':had' to rotate. "
-        "Run `capscale formats` for the full list."
+        "Run `capscale formats` for the full list; user formats need --plugin FILE.py (or "
+        "capscale.formats.register)."
     )
 
 

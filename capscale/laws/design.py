@@ -345,7 +345,7 @@ def _bootstrap_halfwidths(law, X, Y, thetas, B, key_rows, level, delta, seed) ->
 
 def search_design(candidates: pd.DataFrame, prior: Prior, *, cost: np.ndarray, target,
                   noise: float, fixed: np.ndarray | None = None, law: str = "decoupled",
-                  level: float = 0.95, delta: float = 1e-3, max_replicas: int = 8,
+                  level: float = 0.95, delta: float = 1e-3, max_replicas: int = 16,
                   **law_options) -> tuple[np.ndarray, pd.DataFrame]:
     """The cheapest design found over ``candidates`` (one row per distinct run; a design
     gives each a count of seeds) whose asymptotic half-width of every compressed format's ρ

@@ -173,6 +173,8 @@ def _power_form(law, theta: np.ndarray, X) -> tuple[np.ndarray, ...]:
     """(A', α, B, β, E) per parameter vector and run such that L = A'·N^(−α) + B·D^(−β) + E,
     for the laws whose multiplier does not depend on N or D."""
     theta = np.atleast_2d(theta)
+    if hasattr(law, "full"):  # a law with fixed parameters: evaluate its base on full vectors
+        theta, law = law.full(theta), law.base
     nat = law.to_natural(theta)
     if isinstance(law, ChinchillaLaw):
         le = np.broadcast_to(law.log_eff(theta[:, 5:], X), (theta.shape[0], X.n))

@@ -294,6 +294,7 @@ def validate_runs(
         not_ok = ~status.isin(OK_STATUSES) & df["status"].notna().to_numpy()
         if not_ok.any():
             bad["status not finished (e.g. diverged)"] = np.flatnonzero(not_ok.to_numpy()).tolist()
+    _check_plugin_versions(df, source)
     key = [c for c in (*required, *representation_columns(df), "seed", "method") if c in df.columns]
     dup = df.duplicated(subset=key, keep="first").to_numpy()
     if dup.any():
@@ -311,6 +312,23 @@ def validate_runs(
         if len(df) == 0:
             raise CapscaleError(f"{source}: every row is bad ({report.describe()}); nothing to fit")
     return df, report
+
+
+def _check_plugin_versions(df: pd.DataFrame, source: str) -> None:
+    """One user format name, one version: runs of ``myfp4`` trained with two versions of its
+    plugin (``plugin_w`` = ``myfp4@<source hash>`` in the trainer's records) are not one format."""
+    for col in representation_columns(df):
+        pcol = "plugin" if col == "format" else f"plugin_{col[0]}"
+        if pcol not in df.columns:
+            continue
+        sub = df[[col, pcol]].dropna()
+        for spec, versions in sub.groupby(col)[pcol]:
+            found = sorted(set(versions.astype(str)))
+            if len(found) > 1:
+                raise CapscaleError(
+                    f"{source}: {col} {spec!r} comes from {len(found)} versions of its plugin "
+                    f"({', '.join(found)}); a fit would mix them: keep one (--where) or register "
+                    "the new version under a new name")
 
 
 def _isnan(v) -> bool:

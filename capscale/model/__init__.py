@@ -23,6 +23,8 @@ _EXPORTS = {
     "LlamaConfig": "llama",
     "config_for_size": "llama",
     "size_preset": "llama",
+    "PartGradient": "part_gradients",
+    "register_part_gradient": "part_gradients",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -3,7 +3,8 @@
 ``CompressedLinear(in, out, weight_format="int4:had", activation_format="int4:had",
 grad_rule="trust")`` computes ``x̂ · ŵᵀ`` where x̂ and ŵ are the operands as the formats
 represent them (exactly ``Format.quantize``), and passes gradients straight through, masked
-by the gradient rule (see :mod:`capscale.model.gradient_rules`). It subclasses
+by the gradient rule (see :mod:`capscale.model.gradient_rules`; the rule and mask of each
+part type come from :mod:`capscale.model.part_gradients`). It subclasses
 ``nn.Linear``: same parameters, same state-dict keys, so checkpoints move freely between the
 dense and the compressed model and ``isinstance(m, nn.Linear)`` still holds (weight decay).
 
@@ -31,21 +32,10 @@ from torch import nn
 
 from capscale.errors import CapscaleError
 from capscale.formats import Format, parse_format
-from capscale.formats.base import group_view, masked_rms
 from capscale.formats.hadamard import effective_block, fwht
-from capscale.formats.noise import NoiseInjection
-from capscale.formats.scalar import ScalarQuantizer
-from capscale.formats.sparse import MagnitudeSparsity, NMSparsity, Outliers
-from capscale.formats.vq import VectorQuantizer, gaussian_codebook
-from capscale.model.gradient_rules import (
-    GradRule,
-    clip_mask,
-    sparse_backward_mask,
-    straight_through,
-    trust_mask,
-    vector_trust_mask,
-)
+from capscale.model.gradient_rules import GradRule, straight_through
 from capscale.model.learned_scale import LEARNED_RULES, LearnedScale
+from capscale.model.part_gradients import part_gradient
 
 # The linears inside the Llama blocks; embeddings and LM head stay dense.
 BLOCK_LINEARS = ("*attn.qkv", "*attn.proj", "*mlp.gate", "*mlp.up", "*mlp.down")
@@ -76,15 +66,14 @@ class OperandCompressor:
         """Index of the scalar quantizer whose scale a learned-scale rule trains (None when the
         format quantizes nothing, e.g. pure sparsity)."""
         rule, parts = self.rule.quant, self.fmt.parts
-        fixed = [p for p in parts if not isinstance(
-            p, (ScalarQuantizer, MagnitudeSparsity, NMSparsity, Outliers, NoiseInjection))]
-        if fixed:
+        roles = [part_gradient(p).learned for p in parts]
+        if "fixed" in roles:
             raise CapscaleError(
                 f"gradient rule {rule} learns the scale of a scalar grid (int, fp, nf4, ternary, "
-                f"lloydmax); {self.fmt} has {_describe(fixed[0])}, whose scales are fixed by its "
-                "own rules: use --grad trust, ste or clip"
+                f"lloydmax); {self.fmt} has {_describe(parts[roles.index('fixed')])}, whose scales "
+                "are fixed by its own rules: use --grad trust, ste or clip"
             )
-        scalar = [i for i, p in enumerate(parts) if isinstance(p, ScalarQuantizer)]
+        scalar = [i for i, r in enumerate(roles) if r == "learn"]
         if not scalar:
             return None
         if len(scalar) > 1 or scalar[0] != len(parts) - 1:
@@ -103,33 +92,7 @@ class OperandCompressor:
         return module
 
     def _part_rule(self, part) -> str:
-        r = self.rule
-        if isinstance(part, MagnitudeSparsity):
-            return r.sparse
-        if isinstance(part, NMSparsity):
-            if r.sparse not in ("fw", "ste"):
-                raise CapscaleError(
-                    f"sparse backward mask {r.sparse!r} is defined for magnitude (top-k) "
-                    f"sparsity; {part.spec} is N:M: use fw or ste"
-                )
-            return r.sparse
-        if isinstance(part, Outliers):
-            return "exact"
-        if isinstance(part, NoiseInjection):
-            return "ste"
-        if isinstance(part, VectorQuantizer):
-            return r.vector
-        if isinstance(part, ScalarQuantizer):
-            if r.quant in LEARNED_RULES:
-                return r.quant
-            if r.quant == "trust" and len(part.levels) == 2:
-                return f"clip{r.one_bit_clip_scale:g}"  # QuEST: the clip variant at one bit
-            if r.quant == "clip":
-                return f"clip{r.clip_scale:g}"
-            return r.quant
-        # Block formats (MX, NVFP4) have power-of-two shared scales with no RMS to measure a
-        # trust region against: their gradient passes straight through.
-        return "ste"
+        return part_gradient(part).rule(part, self.rule)
 
     def __call__(self, x: torch.Tensor, learned: LearnedScale | None = None) -> torch.Tensor:
         """x̂ with the masked straight-through gradient; x is already in the working domain.
@@ -174,37 +137,10 @@ class OperandCompressor:
         return out, mask, active
 
     def _mask(self, part, rule: str, x, xq, active, keep) -> torch.Tensor | None:
-        r = self.rule
         if rule in ("ste", "exact"):
             return None
-        if isinstance(part, (MagnitudeSparsity, NMSparsity)):
-            if isinstance(part, NMSparsity):
-                return keep  # rule is "fw"
-            dim = -1 if part.per_row else None
-            return sparse_backward_mask(x, keep, rule, r.sparse_p, r.sparse_area, dim)
-        if isinstance(part, VectorQuantizer):
-            book = gaussian_codebook(part.dim, part.n_bits)
-            radius = float(book.square().sum(1).sqrt().max())  # the sphere holding the code book
-            scale = masked_rms(x.unsqueeze(1), None).squeeze(1)
-            return vector_trust_mask(x, part.dim, radius * scale)
-        if isinstance(part, ScalarQuantizer):
-            xv = group_view(x, part.scaling.group, part.spec)
-            av = None if active is None else group_view(active, part.scaling.group, part.spec)
-            qv = xq.reshape(xv.shape)
-            s = part.scale(xv, av)  # where the outermost level sits, per group
-            if rule.startswith("clip"):
-                m = clip_mask(xv, float(rule[4:]) * s)
-            elif r.trust_radius is not None:
-                m = trust_mask(xv, qv, r.trust_radius, masked_rms(xv, av))
-            else:
-                # QuEST's default radius, half the widest gap of the scaled grid: rounding to
-                # nearest errs by less inside the grid's range [-s, s], and by |x| - s beyond
-                # it, so |x̂ - x| <= gap/2 is the same as |x| <= s (1 + gap/2) (one pass less)
-                half_gap = float(max(part.levels[1:] - part.levels[:-1])) / 2
-                m = xv.abs() <= s * (1.0 + half_gap)
-            m = m.reshape(x.shape)
-            return m if active is None else m | ~active  # inactive entries pass unchanged
-        return None
+        mask = part_gradient(part).mask
+        return None if mask is None else mask(part, rule, self.rule, x, xq, active, keep)
 
 
 def _block_for(fmt: Format, in_features: int, where: str) -> int | None:

@@ -137,11 +137,16 @@ def format_info(w_format: str, a_format: str) -> dict:
     capacity probe), for the run record. The dense operand ("none") counts as GMSE 0, 16 bits."""
     from capscale.capacity import gmse
     from capscale.formats import parse_format
+    from capscale.formats.registry import plugin_records
 
     out = {}
     for role, spec in (("w", w_format), ("a", a_format)):
         out[f"{role}_format"] = spec
         out[f"kind_{role}"] = parse_format(spec).kind  # the compression type, for the laws
+        plugins = plugin_records(parse_format(spec))  # user formats: name and source hash
+        if plugins:
+            out[f"plugin_{role}"] = " ".join(f"{n}@{p['sha256']}" for n, p in plugins.items())
+            out[f"plugins_{role}"] = plugins
         if spec == "none":
             out.update({f"gmse_{role}": 0.0, f"gmse_{role}_stderr": 0.0, f"bits_{role}": 16.0})
             continue
@@ -210,6 +215,17 @@ def _write_run_header(run_dir: Path, cfg: TrainConfig, p: RunPlan, info: dict, c
     atomic_write_json(run_dir / records.CONFIG, records.json_safe(record))
 
 
+def _check_same_plugins(run_dir: Path, info: dict) -> None:
+    """A run is resumed only with the same version of its user formats (their source hash)."""
+    saved = records.read_json(run_dir / records.CONFIG, "run config").get("formats", {})
+    for role in ("w", "a"):
+        if saved.get(f"plugin_{role}") != info.get(f"plugin_{role}"):
+            raise CapscaleError(
+                f"run {run_dir} was trained with user format {saved.get(f'plugin_{role}')} and is "
+                f"resumed with {info.get(f'plugin_{role}')}: the plugin's source changed; restore "
+                "it or start the run in a new folder")
+
+
 def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> dict:
     cfg, resuming = resolve_resume(cfg, resume)
     check_loggers(cfg.tensorboard and cfg.out is not None, cfg.wandb_project)
@@ -243,6 +259,8 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
                                  enabled=ctx.is_main and run_dir is not None)
     info = format_info(compression["w_format"], compression["a_format"]) if ctx.is_main else {}
     ckpt = latest_checkpoint(run_dir) if (run_dir is not None and resuming) else None
+    if ckpt is not None and ctx.is_main:
+        _check_same_plugins(run_dir, info)
     if ckpt is not None:
         state = load_checkpoint(ckpt, raw, optimizer, ctx)
         metrics.truncate_after(state.step)

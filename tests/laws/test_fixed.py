@@ -141,3 +141,13 @@ def test_transfer_carries_the_curve_uncertainty(table, only_laws_cli, tmp_path, 
     assert only_laws_cli(["predict", str(tmp_path / "t.json"), "--n", "1e9", "--d", "2e10",
                           "--format", "nvfp4"]) == 0
     assert "nvfp4" in capsys.readouterr().out
+
+
+def test_compute_optimal_of_a_fit_with_fixed_parameters(table):
+    from capscale.laws import compute_optimal
+
+    fit = fit_law(table, "chinchilla", fix={"E": 1.8}, n_bootstrap=20, heldout=False, n_jobs=1)
+    res = compute_optimal(fit, [1e21]).iloc[0]
+    A, a, B, b = (fit.param(k) for k in ("A", "alpha", "B", "beta"))
+    G = (a * A / (b * B)) ** (1 / (a + b))  # Hoffmann et al. closed form
+    assert res["N_opt"] == pytest.approx(G * (1e21 / 6) ** (b / (a + b)), rel=1e-9)
