@@ -29,6 +29,7 @@ COMMANDS = {
     "plan": "plan",
     "report": "report",
     "demo": "demo",
+    "study": "study",
 }
 
 

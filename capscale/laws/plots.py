@@ -307,3 +307,35 @@ def plot_fit(fit: FitResult, df: pd.DataFrame, folder: str | os.PathLike) -> lis
             measured = None
         out.append(plot_capacity(fit, folder / "capacity_vs_gmse.png", measured))
     return out
+
+
+def plot_measured_capacity(table: pd.DataFrame, path: str | os.PathLike,
+                           title: str = "") -> Path:
+    """Measured ρ (decoupled fit, 95% bootstrap interval as error bars; hollow where not
+    identified) against ρ predicted from GMSE with the paper's constants, with the line of
+    agreement. ``table`` is :func:`capscale.laws.measure.measured_capacity`'s."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    ax.plot([0, 1.05], [0, 1.05], color="0.6", lw=1, ls="--", label="measured = predicted")
+    cmap = plt.get_cmap("tab20" if len(table) > 10 else "tab10")
+    for i, (_, r) in enumerate(table.iterrows()):
+        color = cmap(i % cmap.N)
+        x, y = r["rho_gmse"], r["rho"]
+        if not (math.isfinite(x) and math.isfinite(y)):
+            continue
+        lo, hi = r["lo"], r["hi"]
+        err = ([[max(y - lo, 0)], [max(hi - y, 0)]] if math.isfinite(lo) and math.isfinite(hi)
+               else None)
+        ok = bool(r["identified"])
+        ax.errorbar([x], [min(y, 1.5)], yerr=err if ok else None, fmt="o", color=color,
+                    mfc=color if ok else "none", capsize=3,
+                    label=r["format"] + ("" if ok else " (not identified)"))
+    ax.set_xlim(0, 1.05)
+    ax.set_ylim(0, 1.2)
+    ax.set_xlabel("ρ predicted from GMSE (L 1.0, F 0.41, C 1.39)")
+    ax.set_ylabel("ρ measured (decoupled fit, 95% interval)")
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
