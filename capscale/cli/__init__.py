@@ -13,7 +13,7 @@ import importlib
 import sys
 
 from capscale import __version__
-from capscale.errors import CapscaleError
+from capscale.errors import SPELLING, CapscaleError
 
 # name -> module under capscale.cli; the order is the order of `capscale --help`.
 COMMANDS = {
@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    token = SPELLING.set("cli")  # hints name flags, not keyword arguments
     try:
         if args.plugin:  # user formats, before any spec is parsed (exported to workers)
             from capscale.formats.registry import load_plugins
@@ -75,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"capscale {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        SPELLING.reset(token)
 
 
 if __name__ == "__main__":

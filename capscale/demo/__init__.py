@@ -27,6 +27,12 @@ import pandas as pd
 
 # QuEST formats held out of the unified fit in step 2 (FP4 and 2:4-sparse INT4)
 HELD_OUT = ("e2m1:had", "2:4:pairs+int4:had")
+# step 2's capacity curves: one per compression type and training method (GMSE cannot see a
+# rotation or a gradient estimator), with the 2:4+INT4 runs placed on their method's scalar
+# curve by their joint GMSE (QuEST has one sparsity level, too few for a curve of its own)
+QUEST_GROUPS = "kind+method,sparse+scalar=scalar"
+# the training method of the demo sweep's runs, in QuEST's names (plain grid, trust estimation)
+SWEEP_METHOD = "Trust"
 # the capacity probe's panel at a smaller tensor shape (per-row and per-group statistics
 # depend on the 4096 columns, not on the rows): standard errors stay below 0.3%
 GMSE_SHAPE = (128, 4096)
@@ -97,28 +103,39 @@ def quest_heldout(n_bootstrap: int = N_BOOTSTRAP):
     from capscale.capacity import UNIFIED_LLAMA_C4, rho_unified
     from capscale.laws import fit_law, load_runs
     from capscale.laws import representation as rep
+    from capscale.laws.identify import fit_unidentified
 
     runs = load_runs("builtin:quest")
+    # a training method trained at one GMSE only (QuEST's INT1 clip runs) cannot pin a curve
+    levels = runs.groupby("w_method")["w_format"].nunique()
+    thin = sorted(m for m, k in levels.items() if k < 3 and m != "none")
+    runs = runs[~runs["w_method"].isin(thin)].reset_index(drop=True)
     held = runs["w_format"].isin(HELD_OUT)
-    print(f"QuEST runs: {len(runs)}; holding out {int(held.sum())} runs of "
-          f"{', '.join(HELD_OUT)} from the unified fit")
-    unified = fit_law(runs[~held].reset_index(drop=True), "unified", capacity_groups="single",
+    print(f"QuEST runs: {len(runs)} (without the {', '.join(thin)} runs: one GMSE level each); "
+          f"holding out {int(held.sum())} runs of {', '.join(HELD_OUT)} from the unified fit")
+    unified = fit_law(runs[~held].reset_index(drop=True), "unified", capacity_groups=QUEST_GROUPS,
                       n_bootstrap=n_bootstrap)
-    print(f"unified fit on {int((~held).sum())} runs: F {unified.param('F'):.3f}, "
-          f"C {unified.param('C'):.3f}, L {unified.param('L'):.3f}, "
-          f"log-loss RMSE {unified.info['rmse_log_loss']:.4f}")
-    decoupled = fit_law(runs, "decoupled", n_bootstrap=n_bootstrap)
+    curves = ", ".join(f"{g}: F {unified.param(unified.law.natural_name('F', g)):.3f} "
+                       f"C {unified.param(unified.law.natural_name('C', g)):.3f}"
+                       for g in unified.law.groups)
+    print(f"unified fit on {int((~held).sum())} runs, one curve per compression type and training "
+          f"method ({curves}), log-loss RMSE {unified.info['rmse_log_loss']:.4f}")
+    decoupled = fit_law(runs, "decoupled", key_columns=["w_format", "a_format", "w_method"],
+                        n_bootstrap=n_bootstrap)
     measured = decoupled.info["derived_eff"]
+    dec_unid = fit_unidentified(decoupled)
     rows = []
-    for (w, a), _ in runs[held].groupby(["w_format", "a_format"], sort=False):
+    for (w, a, wm, am), _ in runs[held].groupby(["w_format", "a_format", "w_method", "a_method"],
+                                                sort=False):
         query = pd.DataFrame({"N": [1.0], "D": [1.0], "loss": [1.0], "w_format": [w],
-                              "a_format": [a]})
+                              "a_format": [a], "w_method": [wm], "a_method": [am]})
         p = unified.predict(query).iloc[0]
-        key = f"{w}{rep.KEY_SEPARATOR}{a}"
+        key = rep.KEY_SEPARATOR.join((w, a, wm))
         m, mlo, mhi = measured[key]
         gw, ga = rep.spec_gmse(w), rep.spec_gmse(a)
         paper = rho_unified(gw, **UNIFIED_LLAMA_C4) * rho_unified(ga, **UNIFIED_LLAMA_C4)
         rows.append({"format": key, "gmse_w": gw, "gmse_a": ga,
+                     "not_identified": dec_unid.get(f"eff[{key}]", ""),
                      "rho_predicted": p["eff"], "rho_predicted_lo": p.get("eff_lo", math.nan),
                      "rho_predicted_hi": p.get("eff_hi", math.nan), "rho_paper_constants": paper,
                      "rho_fitted_own_runs": m, "rho_fitted_lo": mlo, "rho_fitted_hi": mhi,
@@ -191,7 +208,7 @@ def write_report(out: Path, gmse: pd.DataFrame, quest: tuple, sweep_df: pd.DataF
                  capacity: pd.DataFrame, spec) -> Path:
     from capscale.laws.plots import plot_capacity, plot_loss_vs_n, plot_measured_capacity
     from capscale.report import Report, add_standard_sections
-    from capscale.report.build import SHANNON_BITS
+    from capscale.report.build import SHANNON_BITS, unidentified_rows
 
     quest_runs, unified, decoupled, held = quest
     rep = Report(out / "report", "capscale demo",
@@ -211,15 +228,21 @@ def write_report(out: Path, gmse: pd.DataFrame, quest: tuple, sweep_df: pd.DataF
                        "ratio_to_shannon", "rho_unified"])
 
     rep.section("2. Predicting held-out formats on the QuEST runs",
-                f"The unified law (one capacity curve, capacities multiplying over weights and "
-                f"activations) fitted on the {len(quest_runs)} QAT runs of QuEST (arXiv "
-                f"2502.05003) without {', '.join(HELD_OUT)}; their capacity predicted from GMSE "
-                "alone, beside the multipliers the decoupled law fits to their own runs.")
+                f"The unified law (one capacity curve per compression type and training method, "
+                f"capacities multiplying over weights and activations; the 2:4+INT4 runs read "
+                f"from their method's scalar curve at their joint GMSE) fitted on "
+                f"{len(quest_runs)} QAT runs of QuEST (arXiv 2502.05003; the INT1 clip runs, one "
+                f"GMSE level per method, left out) without {', '.join(HELD_OUT)}; their capacity "
+                "predicted from GMSE alone, beside the multipliers the decoupled law fits to "
+                "their own runs (keyed on format and method).")
     rep.table(held, "quest_heldout", caption="Held-out formats: predicted vs fitted capacity "
-                                             "(95% bootstrap intervals).")
+                                             "(95% bootstrap intervals).",
+              unidentified=unidentified_rows(held),
+              value_columns=["rho_fitted_own_runs", "rho_fitted_lo", "rho_fitted_hi", "error"])
     path = plot_capacity(unified, rep.plot_path("quest_capacity.png"), decoupled, bits=SHANNON_BITS)
-    rep.image(path, "QuEST: ρ against GMSE, the curve fitted without the held-out formats, and "
-                    "every format's own multiplier (per compressed operand).")
+    rep.image(path, "QuEST: ρ against GMSE, one curve per training method fitted without the "
+                    "held-out formats, and every format's own multiplier (per compressed operand; "
+                    "plain, Hadamard and half-Hadamard runs of one format share a GMSE).")
     path = plot_loss_vs_n(unified, quest_runs, rep.plot_path("quest_loss_vs_n.png"))
     rep.image(path, "QuEST: loss against N with the unified fit's curves (held-out formats "
                     "predicted, not fitted).")

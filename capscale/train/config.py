@@ -22,6 +22,8 @@ DEFAULT_MICRO_TOKENS = {"cpu": 8192, "cuda": 32768}
 MAX_TOKENS = 10**15
 MAX_STEPS = 10**9
 MAX_TOKENS_PER_PARAM = 1e6
+# the fewest optimizer steps a token budget may come to: warm-up, decay and evaluation need room
+MIN_STEPS = 10
 
 
 @dataclass
@@ -226,6 +228,22 @@ def default_lr(cfg: TrainConfig, model: LlamaConfig) -> float:
         return abs(math.log(rung / n))
 
     return min(SIZES.values(), key=distance).lr
+
+
+def check_budget(cfg: TrainConfig, p: RunPlan) -> None:
+    """A token budget (not explicit steps) that comes to fewer than MIN_STEPS optimizer steps
+    is an error naming the smallest budget that works: training it would end at warm-up."""
+    if cfg.steps is not None or p.steps >= MIN_STEPS:
+        return
+    target = cfg.tokens if cfg.tokens is not None else cfg.tokens_per_param * p.n_params
+    budget = (f"tokens={cfg.tokens:,}" if cfg.tokens is not None else
+              f"tokens-per-param={cfg.tokens_per_param:g} x N={p.n_params:,}")
+    raise CapscaleError(
+        f"{budget} is {target / cfg.batch_tokens:.3g} optimizer step(s) of "
+        f"batch-tokens={cfg.batch_tokens:,}; a run needs at least {MIN_STEPS} steps "
+        f"(warm-up, decay, evaluation): give tokens >= {MIN_STEPS * cfg.batch_tokens:,}, "
+        f"a smaller batch-tokens (>= seq-len={cfg.seq_len}), or steps explicitly"
+    )
 
 
 def plan(cfg: TrainConfig, vocab_size: int, world_size: int = 1, device_type: str = "cpu") -> RunPlan:

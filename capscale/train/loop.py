@@ -33,7 +33,7 @@ from capscale.train.checkpoint import (
     resume_checkpoint,
     save_checkpoint,
 )
-from capscale.train.config import RunPlan, TrainConfig, plan
+from capscale.train.config import RunPlan, TrainConfig, check_budget, plan
 from capscale.train.data import RunData, open_run_data
 from capscale.train.distributed import Dist, all_reduce_sum, barrier, setup, teardown
 from capscale.train.monitor import Monitor
@@ -126,6 +126,39 @@ def check_model(cfg: TrainConfig, p: RunPlan) -> None:
     with torch.device("meta"):
         model, _ = build_model(cfg, p)
     check_shapes(model)
+
+
+def trained_rules(compression: dict, requested: str) -> dict:
+    """The gradient rule each compressed operand really trains with (from the rule each of its
+    format's parts uses: MX and NVFP4 blocks pass their gradient straight through whatever was
+    asked), one ``grad_rule`` for the run (the rule, or ``w:RULE,a:RULE`` when they differ),
+    and a sentence for the log when that is not the rule asked for."""
+    if not compression["layers"]:
+        return {"grad_rule": "none", "w": None, "a": None, "note": ""}
+    eff = compression["effective_rules"]
+    out = {}
+    for role, key in (("w", "weight"), ("a", "activation")):
+        spec = compression[f"{role}_format"]
+        # "int4:trust" -> trust; "int3:lsq+(tensor)" -> lsq+ (the scale's granularity aside)
+        parts = [] if spec == "none" else [r.rsplit(":", 1)[-1].split("(")[0]
+                                           for r in eff.get(key, [])]
+        out[role] = ",".join(dict.fromkeys(parts)) or None
+    used = {v for v in (out["w"], out["a"]) if v}
+    if len(used) == 1:
+        out["grad_rule"] = used.pop()
+    else:
+        out["grad_rule"] = ",".join(f"{r}:{out[r]}" for r in ("w", "a") if out[r]) or "none"
+    off = {r: v for r, v in (("w", out["w"]), ("a", out["a"])) if v and requested not in v.split(",")}
+    out["note"] = ("; ".join(f"{'weights' if r == 'w' else 'activations'} "
+                             f"{compression[f'{r}_format']} train with {v}, not {requested} "
+                             "(what the format's parts support; MX and NVFP4 block scales pass the "
+                             "gradient straight through)" for r, v in off.items()) if off else "")
+    return out
+
+
+def _epochs(tokens: int, train_tokens) -> float | None:
+    """How many times the training split is read for ``tokens`` tokens."""
+    return tokens / train_tokens if train_tokens else None
 
 
 def format_info(w_format: str, a_format: str) -> dict:
@@ -232,6 +265,7 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
             return done
     # every check that needs no data, before data is read or anything is written
     check_model(cfg, plan(cfg, 1, ctx.world_size, ctx.device.type))
+    check_budget(cfg, plan(cfg, 1, ctx.world_size, ctx.device.type))
     if data is None:  # the run length does not depend on the vocabulary: plan it first
         data = open_run_data(cfg, plan(cfg, 1, ctx.world_size, ctx.device.type).tokens)
     p = plan(cfg, data.vocab_size, ctx.world_size, ctx.device.type)
@@ -276,6 +310,13 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
         tensorboard_dir=str(run_dir / "tensorboard") if (cfg.tensorboard and run_dir) else None,
         wandb_project=cfg.wandb_project, wandb_config={"config": cfg.to_dict(), **info},
         run_name=run_dir.name if run_dir else None)
+    rules = trained_rules(compression, cfg.grad)
+    epochs = _epochs(p.tokens, data.info.get("train_tokens"))
+    if rules["note"]:
+        monitor.write(f"gradient rule: {rules['note']}")
+    if epochs is not None and epochs > 1:
+        monitor.write(f"data: D {p.tokens:,} tokens is {epochs:.2f} epochs of the training split "
+                      f"({data.info['train_tokens']:,} tokens): tokens are seen more than once")
     monitor.write(
         f"model {cfg.size or 'custom'}: N={p.n_params:,} non-embedding parameters, "
         f"{p.steps} steps x {cfg.batch_tokens:,} tokens = D {p.tokens:,} "
@@ -361,7 +402,11 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
         "loss": last_val if status == "finished" else None,
         **info,
         "w_format": compression["w_format"], "a_format": compression["a_format"],
-        "grad_rule": cfg.grad if compression["layers"] else "none",
+        # the rule the compressed operands really trained with (block formats: ste), and the
+        # one asked for
+        "grad_rule": rules["grad_rule"], "grad_rule_requested": cfg.grad,
+        "grad_rule_w": rules["w"], "grad_rule_a": rules["a"],
+        "epochs": _epochs(state.tokens, data.info.get("train_tokens")),
         # the rule each part of each format really used, e.g. "sparse0.5:b-rms,int4:trust"
         "w_rules": ",".join(compression["effective_rules"].get("weight", [])) or None,
         "a_rules": ",".join(compression["effective_rules"].get("activation", [])) or None,
