@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +31,37 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return path
+
+
+_CAUSES = {
+    errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied", errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "it is a folder, not a file", errno.ENOENT: "no such file or folder",
+    errno.EEXIST: "it exists and is not a folder", errno.ENAMETOOLONG: "the name is too long",
+}
+
+
+def describe_write_error(e: BaseException, where: str | os.PathLike | None = None) -> str:
+    """Why a read or write failed, in words: the path and the cause (full, read-only, not a
+    folder, ...). Libraries that hide the errno (torch reports a full disk as "unexpected
+    pos") are recognised by the free space left under ``where``."""
+    if isinstance(e, OSError) and e.errno in _CAUSES:
+        path = e.filename or where
+        return f"{path}: {_CAUSES[e.errno]}" if path else _CAUSES[e.errno]
+    if where is not None:
+        try:
+            if shutil.disk_usage(_existing(Path(where))).free < 1 << 20:
+                return f"{where}: the disk is full"
+        except OSError:
+            pass
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
     return path
 
 

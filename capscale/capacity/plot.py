@@ -7,6 +7,7 @@ import pandas as pd
 
 from capscale.capacity.bounds import scalar_bound, shannon_bound
 from capscale.formats import parse_format
+from capscale.plot_labels import log_limits, place_labels
 
 FAMILY_COLOURS = {
     "scalar": "tab:blue", "sparse": "tab:orange", "sparse+scalar": "tab:red",
@@ -37,16 +38,18 @@ def plot_gmse(table: pd.DataFrame, path: str, title: str = "GMSE of formats on N
         ax.errorbar(row["bits_per_value"], row["gmse"], yerr=row.get("gmse_se", 0) or None, fmt="o",
                     color=colour, ms=5, label=kind if kind not in seen else None)
         seen.add(kind)
-        ax.annotate(row["spec"], (row["bits_per_value"], row["gmse"]), fontsize=7,
-                    xytext=(4, 2), textcoords="offset points")
     ax.set_yscale("log")
+    if len(df):
+        ax.set_xlim(0.5, float(df["bits_per_value"].max()) + 0.6)
+        ax.set_ylim(*log_limits(list(df["gmse"]) + [shannon_bound(float(df["bits_per_value"].max()))], 1.5))
     ax.set_xlabel("bits per value (codes, scales, masks and indices)")
     ax.set_ylabel("GMSE  (E‖x̂−x‖² / E‖x‖², x ~ N(0, I))")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    ax.legend(fontsize=8, loc="upper right")
+    place_labels(ax, df["bits_per_value"].to_numpy(float), df["gmse"].to_numpy(float),
+                 df["spec"].tolist(), fontsize=7)
     suffix = str(path).rsplit(".", 1)[-1] if "." in str(path) else "png"
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130, format=suffix))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130, format=suffix, bbox_inches="tight"))
     plt.close(fig)
     return str(path)

@@ -106,6 +106,7 @@ def gmse(
     seed: int = 0,
     min_tensors: int = 4,
     max_values: int = 1 << 28,
+    max_tensors: int = 20_000,
     exact: bool = True,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
@@ -114,6 +115,8 @@ def gmse(
     """GMSE of a format on standard Gaussian data, with its standard error.
 
     `exact=False` forces Monte Carlo (to check the exact path, or to see finite-row effects).
+    Monte Carlo stops at the target relative error, at ``max_values`` values or at
+    ``max_tensors`` tensors (tiny shapes: each costs a call), with the error it reached.
     """
     f = parse_format(fmt)
     rows, cols = _check_shape(shape)
@@ -149,11 +152,15 @@ def gmse(
                 sqs.append(np.array([float(sq.mean())]))
             n_tensors += 1
             n_units += len(errs[-1])
-            if n_tensors >= min_tensors and n_units >= min_units:
+            # the estimate costs O(n): from 64 tensors on it is checked at ~64 points per
+            # doubling, so that tiny shapes (many tensors) do not cost O(n²)
+            check = n_tensors <= 64 or n_tensors % (n_tensors // 64) == 0
+            exhausted = n_tensors * numel >= max_values or n_tensors >= max_tensors
+            if n_tensors >= min_tensors and n_units >= min_units and (check or exhausted):
                 estimate, se = _control_variate(np.concatenate(errs), np.concatenate(sqs))
-                if se <= rel_err * abs(estimate) or n_tensors * numel >= max_values:
+                if se <= rel_err * abs(estimate) or exhausted:
                     break
-            elif n_tensors * numel >= max_values:
+            elif exhausted and not (n_tensors >= min_tensors and n_units >= min_units):
                 estimate = float(np.concatenate(errs).mean())
                 se = float("inf") if n_units < 2 else _control_variate(np.concatenate(errs), np.concatenate(sqs))[1]
                 break

@@ -13,7 +13,7 @@ import importlib
 import sys
 
 from capscale import __version__
-from capscale.errors import CapscaleError
+from capscale.errors import SPELLING, CapscaleError
 
 # name -> module under capscale.cli; the order is the order of `capscale --help`.
 COMMANDS = {
@@ -29,6 +29,7 @@ COMMANDS = {
     "plan": "plan",
     "report": "report",
     "demo": "demo",
+    "study": "study",
 }
 
 
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    token = SPELLING.set("cli")  # hints name flags, not keyword arguments
     try:
         if args.plugin:  # user formats, before any spec is parsed (exported to workers)
             from capscale.formats.registry import load_plugins
@@ -66,9 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     except CapscaleError as e:
         print(f"capscale {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a disk or a path the user gave: full, read-only, not a folder
+        from capscale.io import describe_write_error
+
+        print(f"capscale {args.command}: error: {describe_write_error(e)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"capscale {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        SPELLING.reset(token)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from capscale.cli.args import COUNT1, FRACTION, POSITIVE
+
 HELP = "Tokenize a text source into a cached train/validation split, or fetch a corpus."
 
 
@@ -22,11 +24,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       "builtin:mistral-v1, hf:NAME")
     prep.add_argument("--cache-dir", default=None,
                       help="cache root (default $CAPSCALE_CACHE or ~/.cache/capscale)")
-    prep.add_argument("--val-fraction", type=float, default=0.05,
+    prep.add_argument("--val-fraction", type=FRACTION, default=0.05,
                       help="share of tokens held out as whole documents (default 0.05)")
-    prep.add_argument("--val-tokens", type=int, default=None,
+    prep.add_argument("--val-tokens", type=COUNT1, default=None,
                       help="hold out this many tokens instead of a fraction")
-    prep.add_argument("--max-tokens", type=float, default=None,
+    prep.add_argument("--max-tokens", type=POSITIVE, default=None,
                       help="stop reading after this many tokens (needed for c4 and hf: sources)")
     prep.add_argument("--text-field", default="text",
                       help="field of .jsonl / hub rows, column of .parquet (default text)")

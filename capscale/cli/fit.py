@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 
+from capscale.cli.args import COUNT0, COUNT1, FRACTION, POSITIVE
+
 HELP = "fit a scaling law (chinchilla, decoupled, unified, precision, sparsity) to a runs table"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("table", help="runs table: .csv, .parquet, .jsonl, .json, a folder of run "
                                  "folders, or builtin:NAME (chinchilla, quest, frantar-t5, ...)")
-    p.add_argument("--law", default="chinchilla",
+    p.add_argument("--law", default=None,
                    choices=["chinchilla", "decoupled", "unified", "precision", "sparsity"],
-                   help="law to fit (default: chinchilla)")
+                   help="law to fit (default: from the columns: chinchilla for dense runs, "
+                        "decoupled when any run is compressed)")
     p.add_argument("-o", "--output", metavar="FIT.json", help="write the fit as JSON")
     p.add_argument("--plot", metavar="DIR", help="write plots (loss vs N, predicted vs measured, ...)")
     p.add_argument("--map", action="append", metavar="NEW=OLD,...",
@@ -26,30 +29,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="drop bad rows (missing or non-positive values, duplicates, diverged runs) "
                         "instead of stopping")
     g = p.add_argument_group("fitting")
-    g.add_argument("--delta", type=float, default=1e-3, help="Huber delta (default 1e-3)")
+    g.add_argument("--delta", type=POSITIVE, default=1e-3, help="Huber delta (default 1e-3)")
     g.add_argument("--space", choices=["log", "linear"], default="log",
                    help="residuals on log loss (default, Chinchilla) or on loss")
-    g.add_argument("--bootstrap", type=int, default=1000, metavar="B",
+    g.add_argument("--bootstrap", type=COUNT0, default=1000, metavar="B",
                    help="bootstrap resamples for intervals (default 1000; 0 for none)")
-    g.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
+    g.add_argument("--level", type=FRACTION, default=0.95, help="interval level (default 0.95)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--jobs", type=int, default=None, help="processes for the bootstrap (default: all cores)")
+    g.add_argument("--jobs", type=COUNT1, default=None, help="processes for the bootstrap (default: all cores)")
     g.add_argument("--no-heldout", action="store_true", help="skip the held-out fit")
     g.add_argument("--no-prune", action="store_true",
                    help="run every starting point to convergence (slower; same optimum in practice)")
-    g.add_argument("--max-starts", type=int, default=None,
+    g.add_argument("--max-starts", type=COUNT1, default=None,
                    help="cap on starting points for laws with more than five parameters")
     law = p.add_argument_group("law options")
     law.add_argument("--eff-key", metavar="COL,...",
                      help="decoupled: key the multipliers on these columns (default: the format "
                           "columns), e.g. w_format,a_format,method")
     law.add_argument("--capacity-groups", default=None, metavar="MODE",
-                     help="unified: one capacity curve per 'kind' (default), 'single', 'part', "
-                          "'kind+part', or merge kinds with KIND=GROUP,... (sparse+scalar=scalar)")
+                     help="unified: one capacity curve per compression type and training method "
+                          "('kind+method', the default when the table has a method column) or "
+                          "per 'kind' (default otherwise), 'single', 'method', 'part', "
+                          "'kind+part'; merge kinds with KIND=GROUP,... after an optional mode "
+                          "(kind+method,sparse+scalar=scalar)")
+    law.add_argument("--curve", default=None, choices=["tanh", "logistic", "logistic10"],
+                     help="unified: form of the capacity curve ρ(GMSE): tanh (default), "
+                          "logistic (1+B·GMSE^A)^-1, logistic10 (1-GMSE^A)/(1+B·GMSE^A)")
+    law.add_argument("--compare-curves", action="store_true",
+                     help="unified: also fit every curve form and the decoupled law, and print "
+                          "their errors side by side")
+    law.add_argument("--pool-formats", action="store_true",
+                     help="chinchilla: fit one curve through runs of several formats on purpose")
     law.add_argument("--split-composed", action="store_true",
                      help="unified: multiply the capacities of the parts of a composed spec "
                           "(sparse0.5+int4 -> sparse0.5 x int4) instead of using its joint GMSE")
-    law.add_argument("--fix-L", type=float, default=None, metavar="L",
+    law.add_argument("--fix-L", type=POSITIVE, default=None, metavar="L",
                      help="unified: fix the capacity ceiling L (needed without dense runs); "
                           "the same as --fix L=VALUE")
     law.add_argument("--fix", action="append", metavar="NAME=VALUE,...",
@@ -92,6 +106,10 @@ def run(args: argparse.Namespace) -> int:
         options["split_composed"] = True
     if args.fix_L is not None:
         options["fix_L"] = args.fix_L
+    if args.curve:
+        options["curve"] = args.curve
+    if args.pool_formats:
+        options["pool_formats"] = True
     transfer = _transfer_curve(df, args)
     if transfer is not None:
         from capscale.laws.transfer import transfer_fit
@@ -115,6 +133,15 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         for path in plot_fit(fit, df, args.plot):
             print(f"wrote {path}")
+    if args.compare_curves:
+        from capscale.laws.curves import compare_curves
+
+        curve_opts = {k: v for k, v in options.items() if k != "curve"}
+        table = compare_curves(df, delta=args.delta, space=args.space, n_bootstrap=0,
+                               seed=args.seed, heldout=not args.no_heldout, **curve_opts)
+        print("\ncapacity-curve forms (unified law) against the decoupled law:")
+        print(table.drop(columns=["formula"]).to_string(index=False,
+                                                        float_format=lambda v: f"{v:.4g}"))
     if args.independence:
         kc = options.get("key_columns")
         reuse = fit if fit.law.name == "decoupled" and fit.samples is not None else None

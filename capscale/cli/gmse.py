@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from capscale.cli.args import FRACTION
+
 HELP = "GMSE of formats on Gaussian data, with lower bounds and the predicted capacity ρ"
 
 
@@ -24,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="format specs (e.g. int4 nf4 sparse0.5+int4); none: the standard panel of ~35 formats")
     p.add_argument("--shape", type=_shape, default=None, metavar="ROWSxCOLS",
                    help="shape of each Gaussian tensor (per-row/group scales and top-k depend on it); default 512x4096")
-    p.add_argument("--rel-err", type=float, default=1e-3, help="target relative standard error of Monte Carlo (default 1e-3)")
+    p.add_argument("--rel-err", type=FRACTION, default=1e-3, help="target relative standard error of Monte Carlo (default 1e-3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mc", action="store_true", help="Monte Carlo even where the exact integral applies")
     out = p.add_mutually_exclusive_group()

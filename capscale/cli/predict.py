@@ -6,24 +6,29 @@ from __future__ import annotations
 import argparse
 import json
 
+from capscale.cli.args import FRACTION, POSITIVE, number
+
 HELP = "predict loss (with interval), dense-equivalent N and compute-optimal N, D from a fit"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("fit", help="fit JSON written by `capscale fit -o`, or builtin:NAME "
                                "(quest-unified, quest-decoupled, chinchilla-epoch, unified-paper)")
-    p.add_argument("--n", type=float, nargs="+", metavar="N", help="model size(s) (parameters)")
-    p.add_argument("--d", type=float, nargs="+", metavar="D", help="training tokens")
+    p.add_argument("--n", type=POSITIVE, nargs="+", metavar="N", help="model size(s) (parameters)")
+    p.add_argument("--d", type=POSITIVE, nargs="+", metavar="D", help="training tokens")
     p.add_argument("--format", help="format spec (on a weights/activations fit: both operands)")
     p.add_argument("--w", dest="w_format", help="weight format spec")
     p.add_argument("--a", dest="a_format", help="activation format spec")
-    p.add_argument("--gmse", type=float, help="GMSE of the format (unified fits; else from its spec)")
-    p.add_argument("--sparsity", type=float, help="sparsity S (sparsity-law fits)")
-    p.add_argument("--compute", type=float, nargs="+", metavar="C",
+    p.add_argument("--gmse", type=number(0), help="GMSE of the format (unified fits; else from its "
+                                              "spec); alone, it stands for a format of that GMSE")
+    p.add_argument("--kind", help="compression type of a format given by --gmse alone, when the "
+                                  "fit has several capacity curves")
+    p.add_argument("--sparsity", type=number(0, 1, hi_open=True), help="sparsity S (sparsity-law fits)")
+    p.add_argument("--compute", type=POSITIVE, nargs="+", metavar="C",
                    help="FLOP budget(s): report the compute-optimal N and D")
-    p.add_argument("--flops-per-param-token", type=float, default=6.0,
+    p.add_argument("--flops-per-param-token", type=POSITIVE, default=6.0,
                    help="FLOPs per parameter and token for --compute (default 6)")
-    p.add_argument("--level", type=float, default=None, help="interval level (default: the fit's)")
+    p.add_argument("--level", type=FRACTION, default=None, help="interval level (default: the fit's)")
     p.add_argument("--json", action="store_true", help="print JSON records")
 
 
@@ -38,16 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.n) != bool(args.d):
         raise CapscaleError("give both --n and --d")
     rep = {"format": args.format, "w_format": args.w_format, "a_format": args.a_format}
-    extra = {}
-    if args.gmse is not None:
-        cols = fit.info["data"].get("columns", [])
-        if "w_format" in cols:
-            if args.w_format or args.format:
-                extra["w_gmse"] = args.gmse
-            if args.a_format or args.format:
-                extra["a_gmse"] = args.gmse
-        else:
-            extra["gmse"] = args.gmse
+    extra = {"gmse": args.gmse, "kind": args.kind}
     if args.sparsity is not None:
         extra["sparsity"] = args.sparsity
     records = {}
@@ -55,18 +51,22 @@ def run(args: argparse.Namespace) -> int:
     if args.n:
         table = predict(fit, args.n, args.d, level=args.level, **rep, **extra)
         records["predictions"] = table.to_dict(orient="records")
+        records["warnings"] = list(table.attrs.get("warnings", []))
         if not args.json:
             print(f"{fit.law.name} fit: predicted loss")
-            print(table.to_string(index=False, float_format=fmt))
+            shown = table if table["extrapolation"].any() else table.drop(columns=["extrapolation"])
+            print(shown.to_string(index=False, float_format=fmt))
+            for w in table.attrs.get("warnings", []):
+                print(f"warning: {w}")
     if args.compute:
         table = compute_optimal(fit, args.compute, flops_per_param_token=args.flops_per_param_token,
                                 level=args.level, **rep, **extra)
         records["compute_optimal"] = table.to_dict(orient="records")
-        records["warnings"] = table.attrs.get("warnings", [])
+        records["warnings"] = records.get("warnings", []) + table.attrs.get("warnings", [])
         if not args.json:
             print(f"\ncompute-optimal allocation (C = {args.flops_per_param_token:g}·N·D)")
             print(table.to_string(index=False, float_format=fmt))
-            for w in records["warnings"]:
+            for w in table.attrs.get("warnings", []):
                 print(f"warning: {w}")
     if args.json:
         print(json.dumps(records, indent=2, default=float))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from capscale.cli.args import COUNT0
+
 HELP = "write a report (index.html, PNG plots, CSV tables) of a runs table or a fit"
 
 
@@ -13,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="report folder")
     p.add_argument("--runs", metavar="TABLE",
                    help="with a fit JSON: the runs it was fitted on (default: its recorded source)")
-    p.add_argument("--bootstrap", type=int, default=1000, metavar="B",
+    p.add_argument("--bootstrap", type=COUNT0, default=1000, metavar="B",
                    help="bootstrap resamples for the intervals (default 1000)")
     p.add_argument("--capacity-groups", metavar="MODE",
                    help="unified law: one capacity curve per 'kind' (default), 'single', ...")

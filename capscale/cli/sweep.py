@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from capscale.cli.args import COUNT1
+
 HELP = "run a sweep of training runs from a TOML spec (local, torchrun or SLURM), resumably"
 
 
@@ -14,12 +16,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                       "out, else runs/<name>)")
     p.add_argument("--launcher", choices=["local", "torchrun", "slurm"],
                    help="local processes (default), one torchrun per run, or SLURM via submitit")
-    p.add_argument("--jobs", type=int, help="runs at once (local/torchrun; default 1)")
-    p.add_argument("--threads", type=int, help="CPU threads per run (default: cores / jobs)")
-    p.add_argument("--gpus-per-run", type=int,
+    p.add_argument("--jobs", type=COUNT1, help="runs at once (local/torchrun; default 1)")
+    p.add_argument("--threads", type=COUNT1, help="CPU threads per run (default: cores / jobs)")
+    p.add_argument("--gpus-per-run", type=COUNT1,
                    help="GPUs (torchrun processes) per run (torchrun default: all visible / jobs)")
     p.add_argument("--dry-run", action="store_true",
-                   help="print the runs, their status and the cost estimate; change nothing")
+                   help="print the runs, their status, the cost estimate and the interval "
+                        "each ρ would get (simulated from a prior law); change nothing")
     p.add_argument("--collect", action="store_true",
                    help="launch nothing: write the runs table from the folders as they are")
     p.add_argument("--sbatch", action="store_true",
@@ -36,4 +39,8 @@ def run(args: argparse.Namespace) -> int:
                     gpus_per_run=args.gpus_per_run, dry_run=args.dry_run,
                     collect_only=args.collect, sbatch=args.sbatch, wait=args.wait,
                     quiet=args.quiet)
+    if args.dry_run:  # what each ρ's interval would be, before a step is trained
+        from capscale.studies.design import describe, simulate
+
+        print(describe(simulate(spec)))
     return 0 if out.ok else 1

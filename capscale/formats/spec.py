@@ -8,6 +8,7 @@ so parse_format(str(f)) == f and equal formats print equally.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -120,9 +121,12 @@ def _mx(m, mods, spec):
 
 def _number(text: str, spec: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise CapscaleError(f"{spec}: '{text}' is not a number") from None
+    if not math.isfinite(value):
+        raise CapscaleError(f"{spec}: '{text}' is not a finite number")
+    return value
 
 
 FAMILIES: tuple[Family, ...] = (

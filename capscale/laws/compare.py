@@ -26,6 +26,7 @@ import pandas as pd
 from capscale.errors import CapscaleError
 from capscale.laws import representation as rep
 from capscale.laws.fit import FitResult
+from capscale.laws.identify import MAX_RATIO, fit_unidentified
 
 # formats compared when none are named (a unified fit predicts each from its GMSE)
 STANDARD_PANEL = ["int1", "int2", "int3", "int4", "int8", "int2:had", "int3:had", "int4:had",
@@ -65,6 +66,7 @@ def compare_formats(fit: FitResult, specs: list[str] | None = None, *, operands:
             specs = [k for k in trained if not _all_dense(k)]
         else:
             raise CapscaleError(f"law {fit.law.name!r} has no per-format capacity to compare")
+    unid = fit_unidentified(fit)
     rows = []
     for spec in specs:
         pair = _split_pair(spec) if wa else None
@@ -106,6 +108,8 @@ def compare_formats(fit: FitResult, specs: list[str] | None = None, *, operands:
                         "rho_per_compute_linear": rho / lin, "rho_per_compute_quadratic": rho / quad})
         if fit.law.name == "unified":
             rec["gmse"] = _gmse_or_nan(w)
+        why = _why_unidentified(fit, unid, key, query.iloc[[i]], lo, hi)
+        rec["identified"], rec["why_not_identified"] = why is None, why or ""
         out.append(rec)
     df = pd.DataFrame(out)
     known = np.isfinite(df["bits_weights"].to_numpy())
@@ -116,6 +120,26 @@ def compare_formats(fit: FitResult, specs: list[str] | None = None, *, operands:
         if col in df:
             df[f"rank_{col}"] = df[col].rank(ascending=False, method="min").astype("Int64")
     return df.sort_values("rho", ascending=False).reset_index(drop=True)
+
+
+def _why_unidentified(fit: FitResult, unid: dict, key: str, query: pd.DataFrame, lo: float,
+                      hi: float) -> str | None:
+    """Why a format's ρ is not identified by the fit (None when it is): its own multiplier,
+    the capacity curve it is read from, or its interval."""
+    if f"eff[{key}]" in unid:
+        return unid[f"eff[{key}]"]
+    if fit.law.name == "unified":
+        for slot in rep.part_table(query, split_composed=fit.law.split_composed):
+            for g in fit.law._group_names(slot):
+                for letter in ("L", "F", "C", "A_rho", "B_rho"):
+                    name = fit.law.natural_name(letter, g) if g is not None else None
+                    if name in unid:
+                        return f"{name}: {unid[name]}"
+    if "alpha" in unid:
+        return f"alpha: {unid['alpha']}"
+    if math.isfinite(lo) and math.isfinite(hi) and lo > 0 and hi / lo > MAX_RATIO:
+        return f"its interval spans {lo:.3g} to {hi:.3g}"
+    return None
 
 
 def _all_dense(key: str) -> bool:

@@ -50,6 +50,14 @@ def _method(quantizer: str) -> str:
     return quantizer.removesuffix("Quantizer")
 
 
+def _training_method(quantizer: str) -> str:
+    """The training method of a QuEST quantizer (rotation and gradient estimator), without
+    the format its class name also carries: ``HalfHadamardFP4Trust`` trains like
+    ``HalfHadamardTrust``; ``NoQuantizer`` is ``none``."""
+    m = _method(quantizer).replace("FP4", "").replace("FourEight", "")
+    return "none" if m == "No" else m
+
+
 def _read(name: str):
     return resources.files("capscale") / "data" / "runs" / name
 
@@ -65,6 +73,8 @@ def quest_runs() -> pd.DataFrame:
         "w_format": [quest_spec(q, b) for q, b in zip(raw["w_quant"], raw["w_bits"])],
         "a_format": [quest_spec(q, b) for q, b in zip(raw["a_quant"], raw["a_bits"])],
         "method": [f"{_method(w)}/{_method(a)}" for w, a in zip(raw["w_quant"], raw["a_quant"])],
+        "w_method": [_training_method(q) for q in raw["w_quant"]],
+        "a_method": [_training_method(q) for q in raw["a_quant"]],
         "w_bits": [_bits_of(q, b) for q, b in zip(raw["w_quant"], raw["w_bits"])],
         "a_bits": [_bits_of(q, b) for q, b in zip(raw["a_quant"], raw["a_bits"])],
         "tokens_per_param": raw["tokens_per_param"].astype(np.float64),

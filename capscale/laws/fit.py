@@ -24,7 +24,8 @@ import scipy
 from capscale.errors import CapscaleError
 from capscale.io import atomic_write_json
 from capscale.laws import representation as rep
-from capscale.laws.forms import Law, law_from_spec, make_law, nest_params
+from capscale.laws.forms import Law, default_law, law_from_spec, make_law, nest_params
+from capscale.laws.identify import unidentified
 from capscale.laws.optim import HuberObjective, batched_lbfgs, multistart, single_threaded_blas
 from capscale.laws.table import data_hash, load_runs, representation_columns, size_groups
 
@@ -100,7 +101,12 @@ class FitResult:
         runs in ``runs`` (columns N, D and the representation), with bootstrap intervals."""
         level = level or self.info["settings"]["interval_level"]
         X = self.law.design(runs)
-        out = pd.DataFrame(index=runs.index)
+        # a diverged bootstrap refit predicts inf (an interval that says so), not a warning
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._predict(X, runs.index, level)
+
+    def _predict(self, X, index, level: float) -> pd.DataFrame:
+        out = pd.DataFrame(index=index)
         with np.errstate(invalid="ignore"):  # NaN where a fit has no loss (published ρ only)
             lp = self.law.log_predict(self.theta[None, :], X)[0]
         out["loss"] = np.exp(lp)
@@ -136,14 +142,24 @@ class FitResult:
 
     @classmethod
     def from_dict(cls, d: dict) -> FitResult:
-        if d.get("schema") != SCHEMA or "law_spec" not in d:
+        if not isinstance(d, dict) or d.get("schema") != SCHEMA or "law_spec" not in d:
             raise CapscaleError("not a capscale fit (expected the JSON that `capscale fit -o` writes)")
-        law = law_from_spec(d["law_spec"])
-        theta = np.array(d["theta"]["values"], dtype=np.float64)
-        samples = None
-        if d.get("bootstrap"):
-            samples = np.array(d["bootstrap"]["samples"], dtype=np.float64).reshape(-1, len(theta))
-        info = {k: v for k, v in d.items() if k not in ("law_spec", "theta", "bootstrap")}
+        try:
+            law = law_from_spec(d["law_spec"])
+            theta = np.array(d["theta"]["values"], dtype=np.float64)
+            if theta.shape != (len(law.param_names),) or not np.isfinite(theta).all():
+                raise ValueError(f"theta needs {len(law.param_names)} finite numbers")
+            samples = None
+            if d.get("bootstrap"):
+                samples = np.array(d["bootstrap"]["samples"], dtype=np.float64).reshape(-1, len(theta))
+            info = {k: v for k, v in d.items() if k not in ("law_spec", "theta", "bootstrap")}
+            if not isinstance(info.get("data", {}), dict) or not isinstance(info.get("settings", {}), dict):
+                raise ValueError("'data' and 'settings' must be objects")
+        except CapscaleError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            raise CapscaleError(f"not a readable capscale fit ({type(e).__name__}: {e}); "
+                                "write it again with `capscale fit -o`") from None
         return cls(law, theta, samples, info)
 
     @classmethod
@@ -155,7 +171,12 @@ class FitResult:
             raise CapscaleError(f"fit file {path} does not exist; make one with `capscale fit`") from e
         except json.JSONDecodeError as e:
             raise CapscaleError(f"fit file {path} is not valid JSON ({e})") from e
-        return cls.from_dict(d)
+        except (OSError, UnicodeDecodeError) as e:
+            raise CapscaleError(f"fit file {path} cannot be read ({e})") from e
+        try:
+            return cls.from_dict(d)
+        except CapscaleError as e:
+            raise CapscaleError(f"fit file {path}: {e}") from None
 
     def summary(self) -> str:
         """The parameters with intervals and the fit quality, as text."""
@@ -224,7 +245,7 @@ def fit_once(law: Law, df: pd.DataFrame, settings: FitSettings):
     return multistart(obj, starts, prune=settings.prune), obj
 
 
-def fit_law(runs: pd.DataFrame | str | os.PathLike, law: str = "chinchilla", *,
+def fit_law(runs: pd.DataFrame | str | os.PathLike, law: str | None = None, *,
             delta: float = 1e-3, space: str = "log", n_bootstrap: int = 1000,
             level: float = 0.95, seed: int = 0, n_jobs: int | None = None, prune: bool = True,
             max_starts: int | None = None, heldout: bool = True, progress: bool = False,
@@ -236,18 +257,24 @@ def fit_law(runs: pd.DataFrame | str | os.PathLike, law: str = "chinchilla", *,
     analytic gradients, the best optimum kept. Then ``n_bootstrap`` resamples of the runs
     (with replacement, refitted in parallel over ``n_jobs`` processes) give percentile
     intervals at ``level`` for every parameter, and the largest model size is held out and
-    predicted from a fit to the rest (``heldout``). Law options: ``key_columns`` (decoupled),
-    ``capacity_groups``, ``split_composed``, ``fix_L`` (unified); ``fix`` (any law: natural
-    parameters held at given values, ``{"E": 1.7, "alpha": 0.3}`` or ``"F=0.41,C=1.39"``).
+    predicted from a fit to the rest (``heldout``). Without ``law``, the table's columns choose
+    it (:func:`~capscale.laws.forms.default_law`). Law options: ``key_columns`` (decoupled),
+    ``capacity_groups``, ``split_composed``, ``fix_L``, ``curve`` (unified), ``pool_formats``
+    (chinchilla); ``fix`` (any law: natural parameters held at given values,
+    ``{"E": 1.7, "alpha": 0.3}`` or ``"F=0.41,C=1.39"``).
     """
     t0 = time.perf_counter()
     df = runs if isinstance(runs, pd.DataFrame) else load_runs(runs)
     if "report" not in df.attrs:
         df = load_runs(df)
-    if delta <= 0:
+    if law is None:
+        law = default_law(df)
+    if not 0 < delta < math.inf:
         raise CapscaleError(f"Huber delta must be positive, not {delta}")
     if not 0 < level < 1:
         raise CapscaleError(f"interval level must lie in (0, 1), not {level}")
+    if n_bootstrap < 0:
+        raise CapscaleError(f"bootstrap samples must be 0 (none) or more, not {n_bootstrap}")
     settings = FitSettings(delta=delta, space=space, n_bootstrap=n_bootstrap, level=level,
                            seed=seed, n_jobs=n_jobs, prune=prune, max_starts=max_starts,
                            heldout=heldout, law_options={k: v for k, v in law_options.items()
@@ -264,7 +291,8 @@ def fit_law(runs: pd.DataFrame | str | os.PathLike, law: str = "chinchilla", *,
     if n_bootstrap > 0:
         t_b = time.perf_counter()
         samples = bootstrap(the_law, X, df["loss"].to_numpy(), ms, n=n_bootstrap, seed=seed,
-                            delta=delta, space=space, n_jobs=n_jobs, progress=progress)
+                            delta=delta, space=space, n_jobs=n_jobs, progress=progress,
+                            strata=_strata(the_law, df))
         _say(progress, f"{n_bootstrap} bootstrap refits in {time.perf_counter() - t_b:.2f} s")
 
     lp = the_law.log_predict(ms.theta[None, :], X)[0]
@@ -283,8 +311,9 @@ def fit_law(runs: pd.DataFrame | str | os.PathLike, law: str = "chinchilla", *,
         "settings": {**settings.to_dict(), "n_jobs": n_jobs, "numpy": np.__version__,
                      "scipy": scipy.__version__, "python": platform.python_version()},
         "data": {"hash": data_hash(df, _used_columns(df)), "n_runs": len(df),
-                 "ranges": _ranges(df),
+                 "ranges": _ranges(df, the_law),
                  "source": df.attrs.get("source", "runs table"),
+                 "selection": df.attrs.get("selection"),
                  "report": df.attrs.get("report", {}), "columns": _used_columns(df)},
         "search": ms.stats,
         "spread": spread,
@@ -300,6 +329,7 @@ def fit_law(runs: pd.DataFrame | str | os.PathLike, law: str = "chinchilla", *,
         warnings += _interval_warnings(the_law, natural, lo, hi, skip=dead)
     warnings += _search_warnings(the_law, ms, spread, lo, hi, skip=dead)
     info["derived_eff"] = _derived_eff(result, df)
+    info["unidentified"] = unidentified(the_law, natural, lo, hi, dead, info["derived_eff"])
     if info["derived_eff"]:
         eff = {k: v[0] for k, v in info["derived_eff"].items()}
         info["params"]["eff"] = eff
@@ -322,11 +352,17 @@ def _say(progress: bool, msg: str) -> None:
         print(f"[fit] {msg}", file=sys.stderr, flush=True)
 
 
-def _ranges(df: pd.DataFrame) -> dict:
+def _ranges(df: pd.DataFrame, law: Law | None = None) -> dict:
     tpp = df["D"] / df["N"]
-    return {"N": [float(df["N"].min()), float(df["N"].max())],
-            "D": [float(df["D"].min()), float(df["D"].max())],
-            "tokens_per_param": [float(tpp.min()), float(tpp.max())]}
+    out = {"N": [float(df["N"].min()), float(df["N"].max())],
+           "D": [float(df["D"].min()), float(df["D"].max())],
+           "tokens_per_param": [float(tpp.min()), float(tpp.max())]}
+    if law is not None and law.name == "unified":  # the GMSE the capacity curves have seen
+        g = [v for slot in rep.part_table(df, split_composed=law.split_composed)
+             for v, k in zip(slot["gmse"], slot["kind"]) if k != "dense"]
+        if g:
+            out["gmse"] = [float(min(g)), float(max(g))]
+    return out
 
 
 def _used_columns(df: pd.DataFrame) -> list[str]:
@@ -407,7 +443,13 @@ def _search_warnings(law: Law, ms, spread: dict, lo=None, hi=None, skip=()) -> l
 def _interval_warnings(law: Law, best: np.ndarray, lo: np.ndarray, hi: np.ndarray,
                        skip=()) -> list[str]:
     out = []
+    for j in sorted(set(range(len(law.natural_names))) - set(skip)):
+        if not (math.isfinite(lo[j]) and math.isfinite(hi[j])):  # NaN compares False below
+            out.append(f"{law.natural_names[j]} is not identified by these runs: its bootstrap "
+                       f"interval [{lo[j]:.3g}, {hi[j]:.3g}] is not finite (refits diverged)")
     for j in sorted(set(getattr(law, "natural_log_params", law.log_params)) - set(skip)):
+        if not (math.isfinite(lo[j]) and math.isfinite(hi[j])):
+            continue
         name = law.natural_names[j]
         if lo[j] > 0 and hi[j] / lo[j] > 100:
             out.append(f"{name} is not identified by these runs: its interval spans "
@@ -435,15 +477,32 @@ def _term_warnings(law: Law, theta: np.ndarray, X) -> tuple[list[str], set[int]]
 # ---------------------------------------------------------------- bootstrap
 
 
+def _strata(law: Law, df: pd.DataFrame) -> np.ndarray | None:
+    """The bootstrap resamples within each representation (format, or w/a pair), so that no
+    resample loses a format and leaves its parameters at their starting values."""
+    if not representation_columns(df):
+        return None
+    keys = rep.representation_keys(df, getattr(law, "key_columns", None))
+    return pd.factorize(pd.Series(keys))[0]
+
+
 def bootstrap(law: Law, X, loss: np.ndarray, ms, *, n: int = 1000, seed: int = 0,
               delta: float = 1e-3, space: str = "log", n_jobs: int | None = None,
-              progress: bool = False, max_starts_per_resample: int = 2) -> np.ndarray:
-    """Refit the law to ``n`` resamples of the runs (drawn with replacement) and return the
-    fitted parameter vectors (n, P). Each resample starts from the few best distinct optima
-    of the full fit; all resamples of a worker are solved as one batched L-BFGS problem."""
+              progress: bool = False, max_starts_per_resample: int = 2,
+              strata: np.ndarray | None = None) -> np.ndarray:
+    """Refit the law to ``n`` resamples of the runs (drawn with replacement; within each
+    stratum when ``strata`` labels the runs) and return the fitted parameter vectors (n, P).
+    Each resample starts from the few best distinct optima of the full fit; all resamples of
+    a worker are solved as one batched L-BFGS problem."""
     n_runs = len(loss)
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n_runs, size=(n, n_runs))
+    if strata is None:
+        draws = rng.integers(0, n_runs, size=(n, n_runs))
+    else:
+        draws = np.empty((n, n_runs), dtype=np.int64)
+        for s in np.unique(strata):
+            idx = np.flatnonzero(strata == s)
+            draws[:, idx] = idx[rng.integers(0, len(idx), size=(n, len(idx)))]
     weights = np.zeros((n, n_runs))
     np.add.at(weights, (np.repeat(np.arange(n), n_runs), draws.ravel()), 1.0)
     starts = _bootstrap_starts(ms, max_starts_per_resample)

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from capscale.errors import CapscaleError
+from capscale.errors import CapscaleError, option
 from capscale.laws import representation as rep
-from capscale.laws.table import size_groups
+from capscale.laws.table import representation_columns, size_groups
 
 LOG4 = math.log(4.0)
 
@@ -185,6 +185,21 @@ def _require_spread(df: pd.DataFrame, col: str, what: str, law: str) -> None:
         )
 
 
+def _one_format_query(df: pd.DataFrame, key: str) -> str:
+    """A --where query that keeps the runs of one representation key."""
+    cols = rep.part_columns(df)
+    return " and ".join(f"{c} == '{v}'" for c, v in zip(cols, key.split(rep.KEY_SEPARATOR)))
+
+
+def default_law(df: pd.DataFrame) -> str:
+    """The law a table's columns call for when none is named: Chinchilla for dense runs, the
+    decoupled law (a multiplier per format, measured against the dense runs) when any run is
+    compressed. ``capscale fit`` and ``capscale report`` both start from it."""
+    if representation_columns(df) and not rep.dense_rows(df).all():
+        return "decoupled"
+    return "chinchilla"
+
+
 # ---------------------------------------------------------------- the Chinchilla family
 
 
@@ -198,6 +213,24 @@ class ChinchillaLaw(Law):
     term_params = [[0, 1], [2, 3], [4]]
     base_names = ["log_A", "alpha", "log_B", "beta", "log_E"]
     base_natural = ["A", "alpha", "B", "beta", "E"]
+
+    @classmethod
+    def from_table(cls, df, pool_formats=False):
+        """The plain law has no term for the representation: on a table of several formats it
+        would draw one curve through all of them. That happens only when asked for."""
+        if representation_columns(df) and not pool_formats:
+            dense = rep.dense_rows(df)
+            keys = sorted({"none" if d else k for k, d in zip(rep.representation_keys(df), dense)})
+            if len(keys) > 1:
+                shown = ", ".join(keys[:6]) + (", ..." if len(keys) > 6 else "")
+                raise CapscaleError(
+                    f"law 'chinchilla' has no term for the format, and this table has "
+                    f"{len(keys)} representations ({shown}); fit "
+                    f"{option('law', 'decoupled')} or {option('law', 'unified')}, keep one "
+                    f"format ({option('where', _one_format_query(df, keys[0]))}), or pool them "
+                    f"on purpose ({option('pool_formats', True)})"
+                )
+        return cls()
 
     def __init__(self) -> None:
         self.param_names = self.base_names + self.extra_names()
@@ -257,7 +290,8 @@ class ChinchillaLaw(Law):
     def eff(self, theta: np.ndarray, X: Design) -> np.ndarray:
         """Effective-parameter multiplier per run, (S, n)."""
         le = self.log_eff(np.atleast_2d(theta)[:, 5:], X)
-        return np.exp(np.broadcast_to(le, (np.atleast_2d(theta).shape[0], X.n)))
+        with np.errstate(over="ignore"):
+            return np.exp(np.broadcast_to(le, (np.atleast_2d(theta).shape[0], X.n)))
 
 
 class DecoupledLaw(ChinchillaLaw):
@@ -343,33 +377,59 @@ class UnifiedLaw(ChinchillaLaw):
 
     What we follow from "Unified Scaling Laws for Compressed Representations" (Panferov et
     al., arXiv 2506.01863): the capacity of a representation is a function of its Gaussian
-    MSE alone, of the tanh form above with (L, F, C) fitted per compression type, and the
-    capacities of independently compressed parts multiply (weights × activations; with
-    ``split_composed``, also sparsity × quantization inside one spec). An uncompressed part
-    contributes exactly 1, so L_g is the capacity a type approaches as its GMSE goes to 0,
-    measured against the dense runs (it may saturate below 1, as for learned-scale
-    quantizers). By default one (L, F, C) is shared by weights and activations of the same
-    type (``capacity_groups="kind"``); ``"kind+part"`` fits them separately, ``"single"``
-    uses one curve for everything, and ``"KIND=GROUP,..."`` merges types.
+    MSE alone, of the tanh form above with (L, F, C) fitted per compression type and training
+    method, and the capacities of independently compressed parts multiply (weights ×
+    activations; with ``split_composed``, also sparsity × quantization inside one spec). An
+    uncompressed part contributes exactly 1, so L_g is the capacity a type approaches as its
+    GMSE goes to 0, measured against the dense runs (it may saturate below 1, as for
+    learned-scale quantizers).
+
+    GMSE cannot see a rotation or a gradient estimator, so runs trained differently do not
+    share a curve: when the table says how each part was trained (a ``method`` column, or
+    ``w_method``/``a_method``), the default groups are compression type × method
+    (``"kind+method"``), else compression type (``"kind"``). ``"kind+part"`` fits weights and
+    activations separately, ``"single"`` uses one curve for everything, ``"method"`` one per
+    method, and ``"KIND=GROUP,..."`` (after an optional mode: ``"kind+method,sparse+scalar=scalar"``)
+    merges types.
+
+    ``curve`` picks the form of ρ (the paper's Table 4 compares them): ``"tanh"`` (above),
+    ``"logistic"`` ρ = (1 + B_ρ·GMSE^A_ρ)^(−1), and ``"logistic10"`` (logistic(1, 0))
+    ρ = (1 − GMSE^A_ρ)/(1 + B_ρ·GMSE^A_ρ).
     """
 
     has_eff = True
     name = "unified"
-    formula = "L = A·(N·ρ)^(−α) + B·D^(−β) + E,  ρ = Π_parts L_g·tanh(F_g·log_{1/4} GMSE)^C_g"
     reference = "Panferov et al. 2025 (arXiv 2506.01863)"
+    MODES = ("kind", "single", "part", "kind+part", "method", "kind+method")
+    CURVES = {
+        "tanh": "ρ = Π_parts L_g·tanh(F_g·log_{1/4} GMSE)^C_g",
+        "logistic": "ρ = Π_parts (1 + B_ρ·GMSE^A_ρ)^(−1)",
+        "logistic10": "ρ = Π_parts (1 − GMSE^A_ρ)/(1 + B_ρ·GMSE^A_ρ)",
+    }
 
     def __init__(self, groups: list[str], capacity_groups: str = "kind",
-                 split_composed: bool = False, fix_L: float | None = None) -> None:
+                 split_composed: bool = False, fix_L: float | None = None,
+                 curve: str = "tanh") -> None:
+        if curve not in self.CURVES:
+            raise CapscaleError(f"capacity curve {curve!r}: choose one of {', '.join(self.CURVES)}")
+        if fix_L is not None and curve != "tanh":
+            raise CapscaleError(f"{option('fix_L', fix_L)} fixes the ceiling of the tanh curve; "
+                                f"the {curve} curve has none (it tends to 1 as GMSE goes to 0)")
         self.groups = list(groups)
         self.capacity_groups = capacity_groups
         self.split_composed = split_composed
         self.fix_L = fix_L
+        self.curve = curve
+        self.formula = "L = A·(N·ρ)^(−α) + B·D^(−β) + E,  " + self.CURVES[curve]
         super().__init__()
 
     @classmethod
-    def from_table(cls, df, capacity_groups="kind", split_composed=False, fix_L=None):
-        probe = cls([], capacity_groups, split_composed, fix_L)
+    def from_table(cls, df, capacity_groups=None, split_composed=False, fix_L=None, curve="tanh"):
         slots = rep.part_table(df, split_composed=split_composed)
+        if capacity_groups is None:
+            has_method = any(m is not None for slot in slots for m in (slot["method"] if slot["method"] is not None else []))
+            capacity_groups = "kind+method" if has_method else "kind"
+        probe = cls([], capacity_groups, split_composed, fix_L, curve)
         groups = []
         for slot in slots:
             for g in probe._group_names(slot):
@@ -377,44 +437,73 @@ class UnifiedLaw(ChinchillaLaw):
                     groups.append(g)
         if not groups:
             raise CapscaleError("law 'unified': every run is uncompressed; nothing to fit a capacity to")
-        return cls(groups, capacity_groups, split_composed, fix_L)
+        return cls(groups, capacity_groups, split_composed, fix_L, curve)
+
+    def _mode(self) -> tuple[str, dict]:
+        """(mode, kind merges) of ``capacity_groups``."""
+        mode, mapping = None, {}
+        for item in str(self.capacity_groups).split(","):
+            item = item.strip()
+            if "=" in item:
+                k, v = (x.strip() for x in item.split("=", 1))
+                mapping[k] = v
+            elif item:
+                if mode is not None or item not in self.MODES:
+                    mode = "?"
+                    break
+                mode = item
+        if mode == "?" or (mode is None and not mapping):
+            raise CapscaleError(
+                f"capacity groups {self.capacity_groups!r}: use {', '.join(self.MODES)}, or "
+                "KIND=GROUP,... (e.g. sparse+scalar=scalar), optionally after a mode "
+                "(kind+method,sparse+scalar=scalar)"
+            )
+        return mode or "kind", mapping
 
     def _group_names(self, slot) -> list[str | None]:
-        mode = self.capacity_groups
+        mode, mapping = self._mode()
         part = slot["name"].split("[")[0].replace("_format", "").replace("format", "model")
-        mapping = {}
-        if "=" in mode:
-            for pair in mode.split(","):
-                k, v = (s.strip() for s in pair.split("=", 1))
-                mapping[k] = v
-            mode = "kind"
+        methods = slot.get("method")
         out = []
-        for kind in slot["kind"]:
+        for i, kind in enumerate(slot["kind"]):
             if kind == "dense":
                 out.append(None)
-            elif mode == "kind":
-                out.append(mapping.get(kind, kind))
+                continue
+            kind = mapping.get(kind, kind)
+            method = methods[i] if methods is not None else None
+            if "method" in mode and method is None:
+                raise CapscaleError(
+                    f"capacity groups {self.capacity_groups!r} need the training method of each "
+                    f"compressed run (row {i} has none): a 'method' column (or w_method and "
+                    "a_method)"
+                )
+            if mode == "kind":
+                out.append(kind)
             elif mode == "single":
                 out.append("all")
             elif mode == "part":
                 out.append(part)
             elif mode == "kind+part":
                 out.append(f"{kind}@{part}")
+            elif mode == "method":
+                out.append(str(method))
             else:
-                raise CapscaleError(
-                    f"capacity groups {self.capacity_groups!r}: use kind, single, part, kind+part "
-                    "or KIND=GROUP,... (e.g. sparse+scalar=scalar)"
-                )
+                out.append(f"{kind}@{method}")
         return out
 
     @property
     def _nL(self) -> int:
-        return 0 if self.fix_L is not None else len(self.groups)
+        return len(self.groups) if self.curve == "tanh" and self.fix_L is None else 0
+
+    @property
+    def _letters(self) -> tuple[str, str]:
+        return ("F", "C") if self.curve == "tanh" else ("A_rho", "B_rho")
 
     def extra_names(self):
         G = self.groups
-        return ([f"log_L[{g}]" for g in G] if self.fix_L is None else []) + \
-            [f"log_F[{g}]" for g in G] + [f"log_C[{g}]" for g in G]
+        a, b = self._letters
+        return [f"log_L[{g}]" for g in G][:self._nL] + \
+            [f"log_{a}[{g}]" for g in G] + [f"log_{b}[{g}]" for g in G]
 
     def natural_name(self, letter: str, group: str) -> str:
         """``L`` / ``F`` / ``C`` with one capacity curve, ``L[scalar]`` etc. with several."""
@@ -422,8 +511,9 @@ class UnifiedLaw(ChinchillaLaw):
 
     def extra_natural(self):
         G = self.groups
-        return ([self.natural_name("L", g) for g in G] if self.fix_L is None else []) + \
-            [self.natural_name("F", g) for g in G] + [self.natural_name("C", g) for g in G]
+        a, b = self._letters
+        return [self.natural_name("L", g) for g in G][:self._nL] + \
+            [self.natural_name(a, g) for g in G] + [self.natural_name(b, g) for g in G]
 
     def extra_log_indices(self):
         return list(range(len(self.extra_names())))
@@ -431,8 +521,10 @@ class UnifiedLaw(ChinchillaLaw):
     def extra_grid(self):
         G = len(self.groups)
         rows = []
-        for F, C in itertools.product((0.2, 0.6), (0.5, 2.0)):
-            rows.append([0.0] * self._nL + [math.log(F)] * G + [math.log(C)] * G)
+        pairs = (itertools.product((0.2, 0.6), (0.5, 2.0)) if self.curve == "tanh"
+                 else itertools.product((0.5, 1.0, 2.0), (1.0, 10.0, 100.0)))
+        for a, b in pairs:
+            rows.append([0.0] * self._nL + [math.log(a)] * G + [math.log(b)] * G)
         return np.array(rows)
 
     def design(self, df):
@@ -460,60 +552,75 @@ class UnifiedLaw(ChinchillaLaw):
 
     def _split(self, extra):
         G = len(self.groups)
-        if self.fix_L is None:
+        if self._nL:
             logL = extra[:, :G]
         else:
-            logL = np.full((extra.shape[0], G), math.log(self.fix_L))
+            logL = np.full((extra.shape[0], G), math.log(self.fix_L or 1.0))
         logF = extra[:, self._nL:self._nL + G]
         logC = extra[:, self._nL + G:]
         return logL, logF, logC
 
+    def _part_log_rho(self, logL, logP, logQ, p):
+        """log ρ of one part slot for every parameter vector, (S, n), and its derivatives
+        with respect to the two log shape parameters."""
+        M, valid = p["onehot"], p["valid"] > 0
+        P, Q = np.exp(logP) @ M.T, np.exp(logQ) @ M.T
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            if self.curve == "tanh":  # P = F, Q = C
+                u = P * p["lg"]
+                lt = np.log(np.tanh(u))
+                # d log tanh(u) / d log F = u · 2/sinh(2u)
+                dP = Q * 2.0 * u / np.sinh(2.0 * u)
+                dQ = Q * lt
+                out = logL @ M.T + Q * lt
+            else:  # P = A_ρ, Q = B_ρ; ln GMSE = −lg·ln 4
+                t = -P * p["lg"] * LOG4  # A·ln GMSE (< 0)
+                u = logQ @ M.T + t
+                sig = 0.5 * (1.0 + np.tanh(0.5 * u))
+                out = -np.logaddexp(0.0, u)
+                dP = -sig * t
+                dQ = -sig
+                if self.curve == "logistic10":
+                    out = out + np.log(-np.expm1(t))
+                    dP = dP + t * np.exp(t) / np.expm1(t)
+            out = np.where(valid, out, 0.0)
+            dP = np.where(valid, dP, 0.0)
+            dQ = np.where(valid, dQ, 0.0)
+        return out, dP, dQ
+
     def log_eff(self, extra, X):
-        logL, logF, logC = self._split(extra)
-        F, C = np.exp(logF), np.exp(logC)
+        logL, logP, logQ = self._split(extra)
         total = 0.0
         for p in X.extra["parts"]:
-            M = p["onehot"]
-            u = (F @ M.T) * p["lg"]
-            with np.errstate(divide="ignore"):
-                lt = np.log(np.tanh(u))
-            lt = np.where(p["valid"] > 0, lt, 0.0)
-            total = total + logL @ M.T + (C @ M.T) * lt
+            total = total + self._part_log_rho(logL, logP, logQ, p)[0]
         return total
 
     def log_eff_vjp(self, extra, X, w):
-        logL, logF, logC = self._split(extra)
-        F, C = np.exp(logF), np.exp(logC)
+        logL, logP, logQ = self._split(extra)
         G = len(self.groups)
         gL = np.zeros((extra.shape[0], G))
-        gF = np.zeros_like(gL)
-        gC = np.zeros_like(gL)
+        gP = np.zeros_like(gL)
+        gQ = np.zeros_like(gL)
         for p in X.extra["parts"]:
             M = p["onehot"]
-            u = (F @ M.T) * p["lg"]
-            Cr = C @ M.T
-            valid = p["valid"] > 0
-            with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-                lt = np.where(valid, np.log(np.tanh(u)), 0.0)
-                # d log tanh(u) / d log F = u · 2/sinh(2u)
-                dlt = np.where(valid, 2.0 * u / np.sinh(2.0 * u), 0.0)
+            _, dP, dQ = self._part_log_rho(logL, logP, logQ, p)
             gL += w @ M
-            gC += (w * Cr * lt) @ M
-            gF += (w * Cr * dlt) @ M
-        parts = ([gL] if self.fix_L is None else []) + [gF, gC]
+            gP += (w * dP) @ M
+            gQ += (w * dQ) @ M
+        parts = ([gL] if self._nL else []) + [gP, gQ]
         return np.concatenate(parts, axis=1)
 
     def spec(self):
         return {**super().spec(), "groups": self.groups,
                 "capacity_groups": self.capacity_groups, "split_composed": self.split_composed,
-                "fix_L": self.fix_L}
+                "fix_L": self.fix_L, "curve": self.curve}
 
     def check_identifiable(self, df):
         super().check_identifiable(df)
-        if self.fix_L is None and not rep.dense_rows(df).any():
+        if self.curve == "tanh" and self.fix_L is None and not rep.dense_rows(df).any():
             raise CapscaleError(
                 "law 'unified' measures capacity against uncompressed runs and the table has "
-                "none; add dense runs, or fix the capacity ceiling with fix_L=1 (--fix-L 1)"
+                f"none; add dense runs, or fix the capacity ceiling with {option('fix_L', 1)}"
             )
         slots = rep.part_table(df, split_composed=self.split_composed)
         levels: dict[str, set] = {g: set() for g in self.groups}
@@ -521,23 +628,33 @@ class UnifiedLaw(ChinchillaLaw):
             for g, v in zip(self._group_names(slot), slot["gmse"]):
                 if g is not None:
                     levels[g].add(round(float(v), 12))
-        need = 2 if self.fix_L is not None else 3
+        need = 3 if self._nL else 2
         thin = {g: len(v) for g, v in levels.items() if len(v) < need}
         if thin:
+            fixes = [f"merge curves ({option('capacity_groups', 'single')} or e.g. "
+                     f"{option('capacity_groups', 'sparse+scalar=scalar')})"]
+            if self._nL:
+                fixes.append(f"fix the ceiling ({option('fix_L', 1)})")
+            fixes.append(f"leave those runs out ({option('where', '...')})")
             raise CapscaleError(
-                f"law 'unified': the capacity curve of each compression type has "
-                f"{need} free parameters, so it needs runs at {need} or more distinct GMSE values; "
-                f"{', '.join(f'{g!r} has {n}' for g, n in thin.items())}. Merge types "
-                "(capacity_groups='single' or e.g. 'sparse+scalar=scalar'), fix L (fix_L=1), "
-                "or drop those runs"
+                f"law 'unified': the {self.curve} capacity curve of each group "
+                f"({self.capacity_groups}) has {need} free parameters, so it needs runs at {need} "
+                f"or more distinct GMSE values; {', '.join(f'{g!r} has {n}' for g, n in thin.items())}. "
+                f"To fit: {', '.join(fixes[:-1])}, or {fixes[-1]}"
             )
 
     def rho(self, natural: dict, gmse, group: str) -> np.ndarray:
         """ρ of one part of type ``group`` at the given GMSE, from natural parameters."""
-        L = self.fix_L if self.fix_L is not None else natural[self.natural_name("L", group)]
-        F, C = natural[self.natural_name("F", group)], natural[self.natural_name("C", group)]
-        lg = -np.log(np.asarray(gmse, dtype=np.float64)) / LOG4
-        return L * np.tanh(F * lg) ** C
+        g = np.asarray(gmse, dtype=np.float64)
+        if self.curve == "tanh":
+            L = natural[self.natural_name("L", group)] if self._nL else (self.fix_L or 1.0)
+            F, C = natural[self.natural_name("F", group)], natural[self.natural_name("C", group)]
+            return L * np.tanh(F * (-np.log(g) / LOG4)) ** C
+        A, B = natural[self.natural_name("A_rho", group)], natural[self.natural_name("B_rho", group)]
+        with np.errstate(divide="ignore", over="ignore"):
+            ga = g ** A
+            out = 1.0 / (1.0 + B * ga)
+            return out * (1.0 - ga) if self.curve == "logistic10" else out
 
 
 class PrecisionLaw(ChinchillaLaw):
@@ -699,9 +816,9 @@ def make_law(name: str, df: pd.DataFrame, **options) -> Law:
     if name not in LAWS:
         raise CapscaleError(f"unknown law {name!r}; choose one of {', '.join(LAWS)}")
     allowed = {
-        "chinchilla": set(),
+        "chinchilla": {"pool_formats"},
         "decoupled": {"key_columns"},
-        "unified": {"capacity_groups", "split_composed", "fix_L"},
+        "unified": {"capacity_groups", "split_composed", "fix_L", "curve"},
         "precision": set(),
         "sparsity": set(),
     }[name]
@@ -754,7 +871,8 @@ def law_from_spec(spec: dict) -> Law:
         law = DecoupledLaw(spec["keys"], spec["reference_keys"], spec.get("key_columns"))
     elif name == "unified":
         law = UnifiedLaw(spec["groups"], spec.get("capacity_groups", "kind"),
-                         spec.get("split_composed", False), spec.get("fix_L"))
+                         spec.get("split_composed", False), spec.get("fix_L"),
+                         spec.get("curve", "tanh"))
     elif name == "precision":
         law = PrecisionLaw(spec["parts"])
     elif name in LAWS:

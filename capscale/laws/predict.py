@@ -8,9 +8,12 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from capscale.errors import CapscaleError
+from capscale.errors import CapscaleError, option
 from capscale.laws.fit import FitResult, _percentiles
 from capscale.laws.forms import ChinchillaLaw, SparsityLaw
+
+QUERY_COLUMNS = ("gmse", "w_gmse", "a_gmse", "kind", "w_kind", "a_kind", "sparsity", "method",
+                 "w_method", "a_method", "bits", "w_bits", "a_bits")
 
 
 def query_table(fit: FitResult, N=None, D=None, *, format: str | None = None,
@@ -20,37 +23,102 @@ def query_table(fit: FitResult, N=None, D=None, *, format: str | None = None,
     with the representation in the columns the fit was made with.
 
     A fit on a ``w_format``/``a_format`` table accepts ``format=SPEC`` as shorthand for the
-    same spec on weights and activations. Extra ``columns`` (``gmse=...``, ``sparsity=...``,
-    ``method=...``) are copied into every row.
+    same spec on weights and activations, and ``gmse=G`` for the GMSE of every compressed
+    operand. A GMSE is a representation of its own: given without a format, it stands for a
+    format of that GMSE (unified fits). Extra ``columns`` (``gmse=...``, ``sparsity=...``,
+    ``method=...``) are copied into every row; any other keyword is an error.
     """
+    unknown = sorted(set(columns) - set(QUERY_COLUMNS))
+    if unknown:
+        raise CapscaleError(
+            f"predict got unknown argument(s) {unknown}; it takes N, D, format, w_format, "
+            f"a_format, level and the columns {', '.join(QUERY_COLUMNS)}"
+        )
+    columns = {k: v for k, v in columns.items() if v is not None}
     cols = fit.info["data"].get("columns", [])
     Ns = np.atleast_1d(np.asarray(N if N is not None else [1.0], dtype=np.float64))
     Ds = np.atleast_1d(np.asarray(D if D is not None else [1.0], dtype=np.float64))
-    if (Ns <= 0).any() or (Ds <= 0).any():
-        raise CapscaleError("N and D must be positive")
+    if not (np.isfinite(Ns).all() and np.isfinite(Ds).all()) or (Ns <= 0).any() or (Ds <= 0).any():
+        raise CapscaleError("N and D must be positive finite numbers")
     rows = [{"N": n, "D": d} for n, d in itertools.product(Ns, Ds)]
     df = pd.DataFrame(rows)
-    if "w_format" in cols or "a_format" in cols:
+    gmse_keys = [k for k in ("gmse", "w_gmse", "a_gmse") if k in columns]
+    if gmse_keys and fit.law.name != "unified":
+        raise CapscaleError(
+            f"law {fit.law.name!r} does not predict from a GMSE (only a unified fit does); drop "
+            f"{option('gmse')}" + (" and give the format" if fit.law.name == "decoupled" else "")
+        )
+    for k in gmse_keys:
+        g = float(columns[k])
+        if not 0 < g < 1:
+            raise CapscaleError(f"{k} must lie in (0, 1) for a compressed representation, not {g!r}")
+    two = "w_format" in cols or "a_format" in cols
+    if two:
         if format is not None and (w_format is not None or a_format is not None):
             raise CapscaleError("give --format, or --w and --a, not both")
-        df["w_format"] = w_format if w_format is not None else (format or "none")
-        df["a_format"] = a_format if a_format is not None else (format or "none")
+        w = w_format if w_format is not None else format
+        a = a_format if a_format is not None else format
+        targets = [p for p, spec in (("w", w), ("a", a)) if spec is not None] or ["w", "a"]
+        for what in ("gmse", "kind", "method"):  # one value: every operand the query compresses
+            if what in columns:
+                v = columns.pop(what)
+                for p in targets:
+                    columns.setdefault(f"{p}_{what}", v)
+        for p in ("w", "a"):
+            spec = w if p == "w" else a
+            if spec is None and f"{p}_gmse" in columns:
+                spec = _gmse_label(columns[f"{p}_gmse"])
+            df[f"{p}_format"] = spec if spec is not None else "none"
     elif "format" in cols:
         if w_format is not None or a_format is not None:
             raise CapscaleError("this fit was made on a table with one 'format' per run: give --format")
+        if format is None and "gmse" in columns:
+            format = _gmse_label(columns["gmse"])
         df["format"] = format or "none"
-    elif format or w_format or a_format:
+    elif format or w_format or a_format or gmse_keys:
         raise CapscaleError(f"law {fit.law.name!r} was fitted without formats; drop --format")
     for k, v in columns.items():
-        if v is not None:
-            df[k] = v
+        df[k] = v
+    if fit.law.name == "unified":
+        _fill_kinds(fit, df)
     df["loss"] = 1.0  # placeholder so the table validates; never read
     return df
 
 
+def _gmse_label(g: float) -> str:
+    """The name a format known only by its GMSE goes by."""
+    return f"gmse={float(g):.6g}"
+
+
+def _fill_kinds(fit: FitResult, df: pd.DataFrame) -> None:
+    """A format known only by its GMSE has no compression type of its own: it takes the one
+    capacity curve of the fit, or the user names it with ``kind``."""
+    for col in [c for c in ("format", "w_format", "a_format") if c in df.columns]:
+        spec = str(df[col].iloc[0])
+        if not spec.startswith("gmse="):
+            continue
+        kcol = col.replace("format", "kind")
+        if kcol in df.columns:
+            continue
+        groups = fit.law.groups
+        if len(groups) != 1:
+            raise CapscaleError(
+                f"a format given by its GMSE alone could lie on any of this fit's capacity "
+                f"curves ({', '.join(groups)}); give its spec ({option('format')}) or its type "
+                f"({option('kind')})"
+            )
+        df[kcol] = groups[0].split("@")[0] if "@" in groups[0] else groups[0]
+        if "method" in fit.law.capacity_groups and "@" in groups[0]:
+            df[col.replace("format", "method")] = groups[0].split("@", 1)[1]
+
+
 def predict(fit: FitResult, N, D, *, level: float | None = None, **representation) -> pd.DataFrame:
     """Loss at each (N, D) for one representation, with bootstrap intervals, the
-    effective-parameter multiplier and the dense model size with the same loss."""
+    effective-parameter multiplier and the dense model size with the same loss.
+
+    Every row outside what the fitted runs covered (N, D, tokens per parameter, or, for a
+    unified fit, GMSE) says so in the column ``extrapolation``; the frame's
+    ``attrs["warnings"]`` holds the same as sentences."""
     q = query_table(fit, N, D, **representation)
     out = fit.predict(q, level)
     res = q.drop(columns=["loss"]).copy()
@@ -61,7 +129,44 @@ def predict(fit: FitResult, N, D, *, level: float | None = None, **representatio
         if "eff_lo" in res:
             res["N_dense_equivalent_lo"] = res["N"] * res["eff_lo"]
             res["N_dense_equivalent_hi"] = res["N"] * res["eff_hi"]
+    res["extrapolation"], res.attrs["warnings"] = _outside_fitted(fit, q)
     return res
+
+
+# relative slack before a query counts as outside the fitted range
+RANGE_SLACK = 0.01
+
+
+def _outside_fitted(fit: FitResult, q: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Per query row, what lies outside the fitted runs ('' when nothing), and one warning
+    per quantity."""
+    ranges = fit.info["data"].get("ranges") or {}
+    values = {"N": q["N"].to_numpy(float), "D": q["D"].to_numpy(float),
+              "tokens_per_param": (q["D"] / q["N"]).to_numpy(float)}
+    if fit.law.name == "unified" and "gmse" in ranges:
+        from capscale.laws import representation as rep
+
+        slots = rep.part_table(q, split_composed=getattr(fit.law, "split_composed", False))
+        g = np.full(len(q), np.nan)
+        for slot in slots:
+            comp = slot["kind"] != "dense"
+            g = np.where(comp & ~(slot["gmse"] <= g), slot["gmse"], g)  # the worst part
+        values["gmse"] = g
+    labels = {"N": "N", "D": "D", "tokens_per_param": "tokens per parameter", "gmse": "GMSE"}
+    notes = [[] for _ in range(len(q))]
+    warnings = []
+    for key, v in values.items():
+        if key not in ranges:
+            continue
+        lo, hi = ranges[key]
+        out = (v < lo * (1 - RANGE_SLACK)) | (v > hi * (1 + RANGE_SLACK))
+        if not out.any():
+            continue
+        for i in np.flatnonzero(out):
+            notes[i].append(f"{labels[key]} {v[i]:.3g} outside fitted {lo:.3g}-{hi:.3g}")
+        warnings.append(f"{labels[key]} {', '.join(f'{x:.3g}' for x in np.unique(v[out]))} lies "
+                        f"outside the fitted runs' range ({lo:.3g} to {hi:.3g}): an extrapolation")
+    return ["; ".join(n) for n in notes], warnings
 
 
 def _power_form(law, theta: np.ndarray, X) -> tuple[np.ndarray, ...]:

@@ -136,8 +136,8 @@ def dense_rows(df: pd.DataFrame) -> np.ndarray:
 def part_table(df: pd.DataFrame, *, split_composed: bool = False) -> list[dict]:
     """The compressed parts of each run, for the capacity law.
 
-    Returns one dict per part slot: ``{"name", "gmse" (n,), "kind" (n,) object}``, where a
-    dense part has gmse 0 and kind ``dense``. With ``split_composed``, a composed spec
+    Returns one dict per part slot: ``{"name", "gmse" (n,), "kind" (n,) object, "method"
+    (n,) object or None}``, where a dense part has gmse 0 and kind ``dense``. With ``split_composed``, a composed spec
     (``2:4+int4``) counts as several parts whose capacities multiply.
     """
     cols = part_columns(df)
@@ -145,6 +145,7 @@ def part_table(df: pd.DataFrame, *, split_composed: bool = False) -> list[dict]:
     for col in cols:
         specs = df[col].astype(str).tolist()
         gcol, kcol = _companion(df, col, "gmse"), _companion(df, col, "kind")
+        methods = part_methods(df, col)
         given_g = pd.to_numeric(df[gcol], errors="coerce").to_numpy(np.float64) if gcol else None
         given_k = df[kcol].astype(object).to_numpy() if kcol else None
         n_comp = max(len(split_components(s)) for s in specs) if split_composed else 1
@@ -169,7 +170,7 @@ def part_table(df: pd.DataFrame, *, split_composed: bool = False) -> list[dict]:
                 else:
                     kinds[i] = spec_kind(part)
             name = col if n_comp == 1 else f"{col}[{j}]"
-            slots.append({"name": name, "gmse": g, "kind": kinds})
+            slots.append({"name": name, "gmse": g, "kind": kinds, "method": methods})
     for slot in slots:
         comp = slot["kind"] != "dense"
         bad = comp & ~((slot["gmse"] > 0) & (slot["gmse"] < 1))
@@ -180,6 +181,26 @@ def part_table(df: pd.DataFrame, *, split_composed: bool = False) -> list[dict]:
                 f"row {i} has {slot['gmse'][i]!r} ({int(bad.sum())} such rows)"
             )
     return slots
+
+
+def part_methods(df: pd.DataFrame, col: str) -> np.ndarray | None:
+    """How each run trained the part in column ``col`` (its rotation, gradient estimator...),
+    or None when the table does not say: the part's own column (``method`` for ``format``,
+    ``w_method`` or ``method_w`` for ``w_format``), else for one operand of a two-operand
+    table the matching piece of a ``method`` column written ``W/A``."""
+    mcol = _companion(df, col, "method")
+    if mcol is not None:
+        values = df[mcol].tolist()
+    elif "method" in df.columns:
+        cols = part_columns(df)
+        values = []
+        for v in df["method"].tolist():
+            pieces = str(v).split(KEY_SEPARATOR)
+            values.append(pieces[cols.index(col)] if len(pieces) == len(cols) else v)
+    else:
+        return None
+    return np.array([None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+                     for v in values], dtype=object)
 
 
 def part_bits(df: pd.DataFrame) -> dict[str, np.ndarray]:

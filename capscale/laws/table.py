@@ -12,11 +12,9 @@ this module turns it into that shape and says clearly what is wrong with it.
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import math
-import operator
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,7 +92,7 @@ def read_table(source: str | os.PathLike) -> pd.DataFrame:
             with open(path, encoding="utf-8") as f:
                 obj = json.load(f)
             records = obj if isinstance(obj, list) else obj.get("runs") if isinstance(obj, dict) else None
-            if not isinstance(records, list):
+            if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
                 raise CapscaleError(
                     f"{path}: a JSON runs table must be a list of records (or {{'runs': [...]}})"
                 )
@@ -118,8 +116,11 @@ def _read_run_folders(root: Path) -> pd.DataFrame:
             with open(Path(dirpath) / RUN_RECORD, encoding="utf-8") as f:
                 try:
                     rec = json.load(f)
-                except json.JSONDecodeError as e:
+                except (json.JSONDecodeError, UnicodeDecodeError) as e:
                     raise CapscaleError(f"{Path(dirpath) / RUN_RECORD}: not valid JSON ({e})") from e
+            if not isinstance(rec, dict):
+                raise CapscaleError(f"{Path(dirpath) / RUN_RECORD}: holds a {type(rec).__name__}, "
+                                    "not a run's record")
             rec = dict(rec)
             rec.setdefault("run", os.path.relpath(dirpath, root))
             records.append(rec)
@@ -157,6 +158,9 @@ def parse_mapping(items: str | list[str] | dict | None) -> dict[str, str]:
             new, old = (s.strip() for s in pair.split("=", 1))
             if not new or not old:
                 raise CapscaleError(f"--map {pair!r}: both sides of '=' must name a column")
+            if new in out:
+                raise CapscaleError(f"--map names {new!r} twice ({new}={out[new]}, {pair}); "
+                                    "give each new column one source")
             out[new] = old
     return out
 
@@ -177,62 +181,27 @@ def apply_mapping(df: pd.DataFrame, mapping: dict[str, str]) -> pd.DataFrame:
     return df
 
 
-_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-           ast.Div: operator.truediv, ast.Pow: operator.pow}
-_FUNCS = {"log": np.log, "log10": np.log10, "log2": np.log2, "exp": np.exp, "sqrt": np.sqrt,
-          "abs": np.abs, "round": np.round}
-
-
 def derive_column(df: pd.DataFrame, expression: str) -> pd.DataFrame:
     """Add a column from ``NAME=EXPR``: arithmetic (+ - * / **) over columns, numbers and
-    log/log10/log2/exp/sqrt/abs/round, e.g. ``D=C/(6*N)``. Column names that are not
-    identifiers can be written in backquotes: ``D=`Training FLOP`/(6*N)``."""
-    if "=" not in expression:
-        raise CapscaleError(f"--derive {expression!r}: write NAME=EXPRESSION, e.g. D=C/(6*N)")
+    the functions of :mod:`capscale.laws.expr`, e.g. ``D=C/(6*N)``. Column names that are not
+    identifiers can be written in backquotes: ``D=`Training FLOP`/(6*N)``. The expression is
+    evaluated by :mod:`capscale.laws.expr`, never by Python."""
+    from capscale.laws import expr as expr_mod
+
+    what = f"--derive {expression!r}"
+    if not isinstance(expression, str) or "=" not in expression:
+        raise CapscaleError(f"{what}: write NAME=EXPRESSION, e.g. D=C/(6*N)")
     name, expr = (s.strip() for s in expression.split("=", 1))
-    quoted: dict[str, str] = {}
-    parts = expr.split("`")
-    if len(parts) % 2 == 0:
-        raise CapscaleError(f"--derive {expression!r}: unbalanced backquote")
-    for i in range(1, len(parts), 2):
-        key = f"__col{i}__"
-        quoted[key] = parts[i]
-        parts[i] = key
-    expr_py = "".join(parts)
-    try:
-        tree = ast.parse(expr_py, mode="eval")
-    except SyntaxError as e:
-        raise CapscaleError(f"--derive {expression!r}: not an arithmetic expression ({e.msg})") from e
-
-    def ev(node):
-        if isinstance(node, ast.Expression):
-            return ev(node.body)
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
-            return float(node.value)
-        if isinstance(node, ast.Name):
-            col = quoted.get(node.id, node.id)
-            if col not in df.columns:
-                raise CapscaleError(
-                    f"--derive {expression!r}: no column {col!r}; columns are {list(df.columns)}"
-                )
-            return pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=np.float64)
-        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-            return _BINOPS[type(node.op)](ev(node.left), ev(node.right))
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-            v = ev(node.operand)
-            return -v if isinstance(node.op, ast.USub) else v
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                and node.func.id in _FUNCS and len(node.args) == 1 and not node.keywords):
-            return _FUNCS[node.func.id](ev(node.args[0]))
-        raise CapscaleError(
-            f"--derive {expression!r}: only + - * / **, numbers, columns and "
-            f"{', '.join(_FUNCS)} are allowed"
-        )
-
-    with np.errstate(all="ignore"):
-        values = ev(tree)
+    if name.startswith("`") and name.endswith("`") and len(name) > 2:
+        name = name[1:-1]
+    if not name or any(c in name for c in "`=\n\r\t"):
+        raise CapscaleError(f"{what}: the new column needs a name before '=', e.g. D=C/(6*N)")
+    values = expr_mod.compute(df, expr, what)
+    if len(df) and not np.isfinite(values).any():
+        raise CapscaleError(f"{what}: yields no finite value in any row (e.g. log of a "
+                            "negative number, a column that is not numeric)")
     df = df.copy()
-    df[name] = np.broadcast_to(values, (len(df),)).astype(np.float64)
+    df[name] = values
     return df
 
 
@@ -348,8 +317,8 @@ def load_runs(
     required: tuple[str, ...] = REQUIRED,
 ) -> pd.DataFrame:
     """Read, rename (``mapping``: {new: old} or ``"N=old,D=old"``), derive columns
-    (``derive``: ``"D=C/(6*N)"``, applied in order), select rows (``where``: a pandas query,
-    e.g. ``"tokens_per_param > 90"``) and validate a runs table.
+    (``derive``: ``"D=C/(6*N)"``, applied in order), select rows (``where``: a condition in
+    the language of :mod:`capscale.laws.expr`, e.g. ``"tokens_per_param > 90"``) and validate a runs table.
 
     Returns the validated DataFrame; the validation report is in ``df.attrs["report"]``.
     """
@@ -357,15 +326,18 @@ def load_runs(
         df, name = source.copy(), "runs table"
     else:
         df, name = read_table(source), str(source)
+    derive = [derive] if isinstance(derive, str) else list(derive or [])
+    # how the table was read, so that a fit JSON can read it again the same way
+    selection = None if isinstance(source, pd.DataFrame) else {
+        "table": str(source), "map": parse_mapping(mapping), "derive": derive, "where": where}
     df = apply_mapping(df, parse_mapping(mapping))
-    for expr in [derive] if isinstance(derive, str) else list(derive or []):
+    for expr in derive:
         df = derive_column(df, expr)
     if where:
+        from capscale.laws.expr import select
+
         attrs = dict(df.attrs)
-        try:
-            df = df.query(where, engine="python").reset_index(drop=True)
-        except Exception as e:  # pandas raises many types for a bad expression
-            raise CapscaleError(f"--where {where!r}: {type(e).__name__}: {e}") from e
+        df = select(df, where)
         df.attrs.update(attrs)
         if len(df) == 0:
             raise CapscaleError(f"--where {where!r} selects no runs")
@@ -375,6 +347,8 @@ def load_runs(
     df.attrs.update(attrs)
     df.attrs["report"] = report.to_dict()
     df.attrs["source"] = name
+    if selection is not None:
+        df.attrs["selection"] = selection
     return df
 
 

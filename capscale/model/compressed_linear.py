@@ -293,3 +293,24 @@ def grad_rule_from_config(cfg) -> GradRule:
         hadamard=cfg.hadamard, sparse=cfg.sparse_grad, sparse_p=cfg.sparse_p,
         sparse_area=cfg.sparse_area,
     )
+
+
+def check_shapes(model: nn.Module) -> None:
+    """Run each compressed layer's formats once on rows of zeros of the layer's width, so that
+    a format that cannot split a layer's rows (NVFP4's groups of 16 over a width of 24) fails
+    when the model is built, not at the first training step. Draws no random numbers that
+    training would see."""
+    seen = set()
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        for name, mod in model.named_modules():
+            if not isinstance(mod, CompressedLinear):
+                continue
+            for role, comp in (("weights", mod.w_comp), ("activations", mod.a_comp)):
+                key = (id(comp.fmt), mod.in_features)
+                if comp.fmt.is_identity or key in seen:
+                    continue
+                seen.add(key)
+                try:
+                    comp._run(torch.zeros(2, mod.in_features), len(comp.fmt.parts))
+                except CapscaleError as e:
+                    raise CapscaleError(f"{name} ({role}, width {mod.in_features}): {e}") from None

@@ -59,8 +59,11 @@ def fit_laws(df: pd.DataFrame, *, n_bootstrap: int = 1000, capacity_groups: str 
     """The laws a runs table supports, fitted: law name -> FitResult, or the error message
     of a law that could not be fitted (it goes into the report as a note)."""
     from capscale.laws import fit_law
+    from capscale.laws.forms import default_law
 
-    laws = ["decoupled", "unified"] if has_compressed(df) else ["chinchilla"]
+    laws = [default_law(df)]  # what `capscale fit` fits without --law
+    if laws[0] == "decoupled":
+        laws.append("unified")
     fits: dict = {}
     for law in laws:
         options = {"capacity_groups": capacity_groups} if law == "unified" and capacity_groups else {}
@@ -81,6 +84,11 @@ def primary_fit(fits: dict):
 
 
 def param_table(fit) -> pd.DataFrame:
+    """Parameters with intervals; ``not_identified`` says why a number the runs do not pin
+    down is not a result (empty for the others)."""
+    from capscale.laws.identify import fit_unidentified
+
+    unid = fit_unidentified(fit)
     rows = []
     for name in fit.law.natural_names:
         lo, hi = fit.interval(name)
@@ -90,7 +98,16 @@ def param_table(fit) -> pd.DataFrame:
         name = f"eff[{key}]"
         if name not in shown:
             rows.append({"parameter": name, "value": v, "lo": lo, "hi": hi})
+    for r in rows:
+        r["not_identified"] = unid.get(r["parameter"], "")
     return pd.DataFrame(rows)
+
+
+def unidentified_rows(table: pd.DataFrame, column: str = "not_identified") -> dict:
+    """Row position -> reason, for the rows of ``table`` whose numbers are not identified."""
+    if column not in table:
+        return {}
+    return {i: str(v) for i, v in enumerate(table[column]) if isinstance(v, str) and v}
 
 
 def quality_row(fit) -> dict:
@@ -114,10 +131,15 @@ def add_fit_table(rep: Report, fits: dict, prefix: str = "") -> None:
             continue
         level = fit.info["settings"]["interval_level"]
         rep.text(f"{law}: {fit.info['formula']} ({fit.info.get('reference', '')})")
-        rep.table(param_table(fit), f"{prefix}fit_{law}",
+        params = param_table(fit)
+        unid = unidentified_rows(params)
+        rep.table(params, f"{prefix}fit_{law}",
                   caption=f"{law} law: fitted parameters with {int(level * 100)}% bootstrap "
                           f"intervals ({len(fit.samples) if fit.samples is not None else 0} "
-                          "resamples of the runs).")
+                          "resamples of the runs)."
+                          + (f" {len(unid)} parameter(s) are not identified by these runs: "
+                             "greyed, with the reason." if unid else ""),
+                  unidentified=unid, value_columns=["value", "lo", "hi"])
         for w in fit.info.get("warnings", []):
             rep.note(f"{law}: {w}")
         h = fit.info.get("heldout") or {}
@@ -140,7 +162,7 @@ def add_loss_plots(rep: Report, df: pd.DataFrame, fits: dict, prefix: str = "") 
             continue
         path = plot_loss_vs_n(fit, df, rep.plot_path(f"{prefix}loss_vs_n_{law}.png"))
         rep.image(path, f"Loss against N, one colour per format (points: runs; lines: the "
-                        f"{law} fit at each format's tokens per parameter).")
+                        f"{law} fit for every format and tokens-per-parameter ratio of the runs).")
         shown = True
     fit = primary_fit(fits)
     if fit is not None:
@@ -158,21 +180,41 @@ def add_capacity(rep: Report, fits: dict, prefix: str = "", measured=None) -> No
         rep.note("ρ against GMSE needs the unified law, which was not fitted"
                  + (f": {uni}" if isinstance(uni, str) else " (the runs have no compressed format)."))
         return
+    from capscale.laws.identify import fit_unidentified
+
     dec = measured if measured is not None else fits.get("decoupled")
     dec = None if isinstance(dec, str) else dec
-    path = plot_capacity(uni, rep.plot_path(f"{prefix}capacity_vs_gmse.png"), dec, bits=SHANNON_BITS)
     nat = dict(zip(uni.law.natural_names, uni.natural))
+    unid = fit_unidentified(uni)
+    curve_why = [next((f"{n}: {unid[n]}" for n in
+                       [uni.law.natural_name(x, g) for x in ("L", "F", "C", "A_rho", "B_rho")]
+                       + ["alpha"] if n in unid), None) for g in uni.law.groups]
+    dec_unid = fit_unidentified(dec) if dec is not None else {}
+    dec_known = [k for k in (dec.info.get("derived_eff", {}) if dec is not None else {})
+                 if f"eff[{k}]" not in dec_unid and not all(_dense(p) for p in k.split("/"))]
+    if all(curve_why) and not dec_known:
+        rep.note("No capacity is identified by these runs, so there is no curve or multiplier to "
+                 f"draw: {curve_why[0]}. The runs themselves are in the loss-against-N plot.")
+    else:
+        path = plot_capacity(uni, rep.plot_path(f"{prefix}capacity_vs_gmse.png"), dec,
+                             bits=SHANNON_BITS)
+        rep.image(path, "Capacity ρ against GMSE: the fitted curve ρ(GMSE), each format's "
+                        "multiplier from the decoupled fit (per compressed operand), and Shannon's "
+                        "bound GMSE ≥ 4^(−b): no b-bit format lies left of its line, so the curve "
+                        "there is the most capacity b bits can buy. Curves and multipliers the "
+                        "runs do not identify are left out and named above the plot.")
     rows = []
     for b in SHANNON_BITS:
         for group in uni.law.groups:
+            names = [uni.law.natural_name(x, group) for x in ("L", "F", "C", "A_rho", "B_rho")]
+            why = next((f"{n}: {unid[n]}" for n in names + ["alpha"] if n in unid), "")
             rows.append({"bits": b, "group": group, "shannon_gmse": 4.0 ** -b,
-                         "max_rho": float(uni.law.rho(nat, np.array([4.0 ** -b]), group)[0])})
-    rep.image(path, "Capacity ρ against GMSE: the fitted curve ρ = L·tanh(F·log_{1/4} GMSE)^C, "
-                    "each format's multiplier from the decoupled fit (per compressed operand), "
-                    "and Shannon's bound GMSE ≥ 4^(−b): no b-bit format lies left of its line, so "
-                    "the curve there is the most capacity b bits can buy.")
-    rep.table(pd.DataFrame(rows), f"{prefix}capacity_bound",
-              caption="The capacity the fitted curve allows at Shannon's bound, per bit width.")
+                         "max_rho": float(uni.law.rho(nat, np.array([4.0 ** -b]), group)[0]),
+                         "not_identified": why})
+    bound = pd.DataFrame(rows)
+    rep.table(bound, f"{prefix}capacity_bound",
+              caption="The capacity the fitted curve allows at Shannon's bound, per bit width.",
+              unidentified=unidentified_rows(bound), value_columns=["max_rho"])
 
 
 def add_composability(rep: Report, fits: dict, prefix: str = "") -> None:
@@ -184,28 +226,43 @@ def add_composability(rep: Report, fits: dict, prefix: str = "") -> None:
         rep.note("Composability needs the decoupled law (a multiplier per format), which was not "
                  "fitted.")
         return
-    table = composability(dec)
-    known = table[np.isfinite(table["product"])]
+    from capscale.laws.identify import fit_unidentified
+
+    unid = fit_unidentified(dec)
+
+    def marked(t):
+        t = t.copy()
+        t["not_identified"] = [unid.get(f"eff[{k}]", unid.get("alpha", "")) for k in t["format"]]
+        return t
+
+    table = marked(composability(dec))
+    known = table[np.isfinite(table["product"]) & (table["not_identified"] == "")]
     assumed = False
     if known.empty and len(table):
-        table = composability(dec, assume_symmetric=True)
-        known = table[np.isfinite(table["product"])]
+        table = marked(composability(dec, assume_symmetric=True))
+        known = table[np.isfinite(table["product"]) & (table["not_identified"] == "")]
         assumed = not known.empty
     if known.empty:
         rep.note("No two-axis format here has both of its marginals among the runs (e.g. "
                  "int4/int4 needs int4/none and none/int4, sparse0.5+int4 needs sparse0.5 and "
-                 "int4), so composability cannot be checked on these runs.")
+                 "int4) with an identified multiplier, so composability cannot be checked on "
+                 "these runs.")
         if len(table):
-            rep.table(table, f"{prefix}composability", caption="Two-axis formats found.")
+            rep.table(table, f"{prefix}composability", caption="Two-axis formats found.",
+                      unidentified=unidentified_rows(table),
+                      value_columns=["eff", "product", "abs_error"])
         return
-    path = plot_composability(table, rep.plot_path(f"{prefix}composability.png"))
+    drawn = table[table["not_identified"] == ""]
+    drawn.attrs.update(table.attrs)
+    path = plot_composability(drawn, rep.plot_path(f"{prefix}composability.png"))
     if assumed:
         rep.note("The runs have no activation-only (or no weight-only) runs, so a missing "
                  "marginal is taken from the same format on the other axis (assumed symmetric; "
                  "the table marks those cells).")
     rep.image(path, f"Fitted multiplier of each two-axis format against the product of its "
                     f"marginals; mean absolute error {table.attrs['mean_abs_error']:.3g}.")
-    rep.table(table, f"{prefix}composability", caption="Composability table.")
+    rep.table(table, f"{prefix}composability", caption="Composability table.",
+              unidentified=unidentified_rows(table), value_columns=["eff", "product", "abs_error"])
 
 
 def comparable_specs(fit, specs) -> list[str]:
@@ -244,17 +301,25 @@ def add_pareto(rep: Report, fits: dict, prefix: str = "", panel=None) -> None:
         rep.note("No format of these runs can be placed by the fit.")
         return
     table = compare_formats(fit, specs)
-    path = plot_compare(table, rep.plot_path(f"{prefix}pareto.png"))
-    src = ("formats never trained are placed by their GMSE through the fitted capacity curve"
-           if fit.law.name == "unified" else "each format's multiplier fitted to its runs")
-    rep.image(path, f"Iso-memory Pareto front: capacity ρ against storage bits per value "
-                    f"(scales and masks included), {fit.law.name} fit; {src}. A format on the "
-                    "front buys the most effective parameters for its bits.")
+    if table["identified"].any():
+        path = plot_compare(table, rep.plot_path(f"{prefix}pareto.png"))
+        src = ("formats never trained are placed by their GMSE through the fitted capacity curve"
+               if fit.law.name == "unified" else "each format's multiplier fitted to its runs")
+        rep.image(path, f"Iso-memory Pareto front: capacity ρ against storage bits per value "
+                        f"(scales and masks included), {fit.law.name} fit; {src}. A format on the "
+                        "front buys the most effective parameters for its bits.")
+    else:
+        rep.note(f"The {fit.law.name} fit identifies the capacity of none of these formats "
+                 f"({table['why_not_identified'].iloc[0]}), so there is no Pareto front to draw.")
     cols = [c for c in ("format", "rho", "rho_lo", "rho_hi", "trained", "bits_weights",
-                        "iso_memory_gain", "pareto_bits", "cost_linear", "rho_per_compute_linear")
+                        "iso_memory_gain", "pareto_bits", "cost_linear", "rho_per_compute_linear",
+                        "why_not_identified")
             if c in table.columns]
     rep.table(table, f"{prefix}pareto", caption="Formats ranked by capacity; iso-memory gain is "
-                                                "ρ·16/bits (over bf16).", columns=cols)
+                                                "ρ·16/bits (over bf16).", columns=cols,
+              unidentified=unidentified_rows(table, "why_not_identified"),
+              value_columns=["rho", "rho_lo", "rho_hi", "iso_memory_gain",
+                             "rho_per_compute_linear"])
 
 
 def _dense(part: str) -> bool:
@@ -352,10 +417,17 @@ def _runs_of_fit(fit, runs):
 
     if runs is not None:
         return load_runs(runs, drop_bad=True)
-    source = fit.info.get("data", {}).get("source", "")
-    try:
-        df = load_runs(source, drop_bad=True)
-    except (CapscaleError, OSError):
+    data = fit.info.get("data", {})
+    sel = data.get("selection")
+    try:  # the selection's expressions are evaluated by capscale.laws.expr, never by Python
+        if (isinstance(sel, dict) and isinstance(sel.get("table"), str)
+                and str(data.get("source", "")).startswith(sel["table"])):
+            df = load_runs(sel["table"], mapping=sel.get("map") or None,
+                           derive=sel.get("derive") or None, where=sel.get("where") or None,
+                           drop_bad=True)
+        else:
+            df = load_runs(data.get("source", ""), drop_bad=True)
+    except (CapscaleError, OSError, TypeError, AttributeError):
         return None
     cols = fit.info["data"].get("columns")
     if data_hash(df, cols) != fit.info["data"].get("hash"):

@@ -34,6 +34,7 @@ th, td { border: 1px solid #ddd; padding: 0.25em 0.55em; text-align: right; }
 th { background: #f5f5f5; } td:first-child, th:first-child { text-align: left; }
 .note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 0.4em 0.8em; }
 .ok { color: #1b7f3b; } .bad { color: #b3261e; }
+tr.unid td { color: #999; background: #f7f7f7; } tr.unid td.unidv { font-style: italic; }
 nav a { margin-right: 1em; } code { background: #f3f3f3; padding: 0 0.2em; }
 """
 
@@ -93,15 +94,26 @@ class Report:
                           f"{cap}</figure>")
 
     def table(self, df: pd.DataFrame, name: str, caption: str = "", max_rows: int = 60,
-              columns: list[str] | None = None) -> Path:
+              columns: list[str] | None = None, unidentified: dict | None = None,
+              value_columns: list[str] | None = None) -> Path:
         """Write ``df`` to ``tables/NAME.csv`` and show it (the first ``max_rows`` rows, the
-        chosen ``columns``) with a link to the file."""
+        chosen ``columns``) with a link to the file. ``unidentified`` maps row positions to
+        the reason their numbers are not identified: those rows are greyed and their
+        ``value_columns`` read "not identified" instead of a number."""
         path = write_table(df, self.folder / TABLES / f"{name}.csv")
         shown = df[columns] if columns else df
         head = "".join(f"<th>{html.escape(str(c))}</th>" for c in shown.columns)
+        unidentified = unidentified or {}
+        hide = set(value_columns or [])
         rows = []
-        for _, r in shown.head(max_rows).iterrows():
-            rows.append("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in r) + "</tr>")
+        for i, (_, r) in enumerate(shown.head(max_rows).iterrows()):
+            why = unidentified.get(i)
+            if why is None:
+                rows.append("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in r) + "</tr>")
+                continue
+            cells = ['<td class="unidv">not identified</td>' if c in hide
+                     else f"<td>{html.escape(_fmt(v))}</td>" for c, v in r.items()]
+            rows.append(f'<tr class="unid" title="{html.escape(why)}">' + "".join(cells) + "</tr>")
         more = (f" (first {max_rows} of {len(df)} rows)" if len(df) > max_rows else "")
         link = f'<a href="{TABLES}/{html.escape(name)}.csv">{html.escape(name)}.csv</a>'
         cap = f"<p class=\"meta\">{html.escape(caption)} {link}{more}</p>" if caption else \

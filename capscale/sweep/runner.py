@@ -21,12 +21,15 @@ from capscale.sweep.local import Progress, launch_local
 from capscale.sweep.spec import LAUNCHERS, SweepSpec
 from capscale.sweep.state import (
     STATUSES,
+    check_unchanged,
     order_for_launch,
     run_status,
+    runs_key,
     status_table,
     write_manifest,
     write_tables,
 )
+from capscale.sweep.worker import LaunchLock
 
 
 @dataclass
@@ -104,10 +107,22 @@ def run_sweep(spec: SweepSpec, root: str | Path | None = None, *, launcher: str 
             text += "\n\nSLURM job parameters (submitit): " + repr(
                 slurm_mod.job_parameters(spec.slurm, spec.name, gpus_per_run))
             text += "\njob-array script (--sbatch writes it):\n" + slurm_mod.sbatch_script(
-                spec.slurm, spec.name, root / "sweep.json", names, gpus_per_run)
+                spec.slurm, spec.name, root / f".sweep-{runs_key(spec)}.json", names,
+                gpus_per_run)
         print(text)
+        check_unchanged(spec, root)
         return SweepOutcome(root, status_table(spec, root), {})
 
+    root.mkdir(parents=True, exist_ok=True)
+    with LaunchLock(root, runs_key(spec), f"spec {spec.source}"):
+        check_unchanged(spec, root)
+        return _launch(spec, root, launcher, jobs, threads, gpus_per_run, collect_only, sbatch,
+                       wait, quiet)
+
+
+def _launch(spec: SweepSpec, root: Path, launcher: str, jobs: int, threads: int | None,
+            gpus_per_run: int, collect_only: bool, sbatch: bool, wait: bool,
+            quiet: bool) -> SweepOutcome:
     status = status_table(spec, root)
     diverged = status[status["status"] == "diverged"]["name"].tolist()
     done = int((status["status"] == "finished").sum())

@@ -54,6 +54,15 @@ def validate_slurm(table: dict, where: str) -> dict:
             raise CapscaleError(f"{where}: cluster = {v!r}; valid: {', '.join(CLUSTERS)}")
         if k in ("timeout_min", "cpus_per_gpu", "array_parallelism", "mem_gb") and v <= 0:
             raise CapscaleError(f"{where}: {k} = {v!r} must be positive")
+        # values become '#SBATCH --key=value' lines: one line each, no shell to inject
+        values = list(v.items()) if k == "additional" else [(k, v)]
+        for name, value in values:
+            for text in (str(name), str(value)) if k != "setup" else ():
+                if any(c in text for c in "\n\r\0") or (k != "python" and any(c.isspace() for c in text)):
+                    raise CapscaleError(f"{where}: {k} = {v!r}: an sbatch option is one word "
+                                        "without spaces or line breaks")
+        if k == "setup" and any(c in line for line in v for c in "\n\r\0"):
+            raise CapscaleError(f"{where}: setup = {v!r}: give one shell line per list item")
         out[k] = v
     return out
 
@@ -89,6 +98,7 @@ def sbatch_script(slurm: dict, sweep_name: str, manifest: Path, names: list[str]
     """A job-array script: task i runs the i-th of ``names``."""
     if not names:
         raise CapscaleError("no runs to submit")
+    manifest = Path(manifest).resolve()  # the script runs from wherever SLURM starts it
     root = manifest.parent
     p = job_parameters(slurm, sweep_name, gpus_per_run)
     array = f"0-{len(names) - 1}" + (f"%{slurm['array_parallelism']}" if "array_parallelism" in slurm else "")
@@ -130,6 +140,15 @@ def submitit_executor(slurm: dict, sweep_name: str, root: Path, gpus_per_run: in
             "pip install 'capscale[slurm]' (or use --sbatch to write a plain job-array script)"
         ) from None
     cluster = slurm.get("cluster", "slurm")
+    if cluster == "slurm":
+        import shutil
+
+        missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
+        if missing:
+            raise CapscaleError(
+                f"the slurm launcher needs {' and '.join(missing)} on PATH, which this machine "
+                "lacks: launch from a SLURM login node, or write a job-array script with "
+                "--sbatch and submit it there")
     executor = submitit.AutoExecutor(folder=str(root / SLURM_DIR / "%j"), cluster=cluster)
     params = job_parameters(slurm, sweep_name, gpus_per_run)
     if cluster != "slurm":  # submitit's local executors take the generic parameters only

@@ -194,11 +194,18 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
     """Read, validate and expand a sweep spec file."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is dropped
     except FileNotFoundError:
         raise CapscaleError(f"sweep spec {path} does not exist") from None
     except IsADirectoryError:
         raise CapscaleError(f"sweep spec {path} is a folder; give a .toml file") from None
+    except UnicodeDecodeError as e:
+        raise CapscaleError(f"sweep spec {path} is not UTF-8 text ({e.reason} at byte "
+                            f"{e.start})") from None
+    except OSError as e:
+        from capscale.io import describe_write_error
+
+        raise CapscaleError(f"sweep spec {path} cannot be read: {describe_write_error(e)}") from None
     return spec_from_dict(_load_toml(text, str(path)), source=str(path), text=text,
                           default_name=p.stem)
 

@@ -11,12 +11,15 @@ At the end of a sweep two tables are written beside the runs:
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import time
 from pathlib import Path
 
 import pandas as pd
 
+from capscale.errors import CapscaleError
 from capscale.io import atomic_write_json, write_table
 from capscale.sweep.spec import PlannedRun, SweepSpec
 from capscale.sweep.worker import MANIFEST
@@ -93,14 +96,59 @@ def write_tables(spec: SweepSpec, root: Path) -> tuple[Path, Path, pd.DataFrame]
             status)
 
 
+def runs_key(spec: SweepSpec) -> str:
+    """A hash of what the spec's runs compute: two launches with the same key train the
+    same runs."""
+    from capscale.sweep.spec import identity
+
+    runs = [{"name": r.name, "config": identity(r.config.to_dict())} for r in spec.runs]
+    text = json.dumps(runs, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def write_manifest(spec: SweepSpec, root: Path, extra: dict | None = None) -> Path:
-    """``ROOT/sweep.json``: the expanded spec, which workers read their run's config from.
-    Written atomically; rewritten on every launch so that a grown spec reaches its workers."""
+    """The expanded spec, which workers read their run's config from: written atomically to
+    ``ROOT/sweep.json`` (the latest launch, for people and tools) and, once, to
+    ``ROOT/.sweep-KEY.json``, which is never rewritten and which this launch's workers read,
+    so that a worker trains exactly the runs of the launch that started it. Returns the latter."""
     root.mkdir(parents=True, exist_ok=True)
     manifest = {"name": spec.name, "spec": spec.source, "spec_sha256": spec.sha256,
-                "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "runs_key": runs_key(spec), "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "runs": [r.to_dict() for r in spec.runs], **(extra or {})}
-    return atomic_write_json(root / MANIFEST, manifest)
+    atomic_write_json(root / MANIFEST, manifest)
+    fixed = root / f".sweep-{manifest['runs_key']}.json"
+    if not fixed.exists():
+        atomic_write_json(fixed, manifest)
+    return fixed
+
+
+def changed_runs(spec: SweepSpec, root: Path) -> dict[str, str]:
+    """Runs whose folder holds a run with other settings than the spec's: name -> the
+    settings that differ."""
+    from capscale.sweep.worker import differing_settings
+
+    out = {}
+    for run in spec.runs:
+        cfg = copy.copy(run.config)
+        cfg.out = str(root / run.name)
+        diff = differing_settings(cfg)
+        if diff:
+            out[run.name] = diff
+    return out
+
+
+def check_unchanged(spec: SweepSpec, root: Path) -> None:
+    """Refuse a spec whose runs' folders hold runs of other settings: their results are not
+    this spec's results (a spec edited after its sweep ran)."""
+    changed = changed_runs(spec, root)
+    if not changed:
+        return
+    shown = "; ".join(f"{name} ({diff})" for name, diff in list(changed.items())[:4])
+    more = f"; and {len(changed) - 4} more" if len(changed) > 4 else ""
+    raise CapscaleError(
+        f"{len(changed)} run folder(s) in {root} hold runs with other settings than the spec "
+        f"{spec.source} gives them: {shown}{more}. The spec changed after these runs started; "
+        "restore the spec, sweep into another folder (--out), or move those folders away")
 
 
 def order_for_launch(runs: list[PlannedRun], vocab_size: int) -> list[PlannedRun]:

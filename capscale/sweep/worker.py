@@ -46,19 +46,27 @@ def run_config(manifest_path: str | os.PathLike, name: str):
     raise CapscaleError(f"sweep manifest {manifest_path} has no run named {name!r}")
 
 
-def check_same_run(cfg) -> None:
-    """A folder that already holds a run must hold this run."""
+def differing_settings(cfg) -> str:
+    """The settings in which the run saved in ``cfg.out`` differs from ``cfg`` ("" when the
+    folder holds no run, or this one): ``"lr: folder 0.5, spec None, ..."``."""
     from capscale.sweep.spec import identity
     from capscale.train import records
 
     saved_path = Path(cfg.out) / records.CONFIG
     if not saved_path.exists():
-        return
-    saved = identity(records.read_json(saved_path).get("config", {}))
+        return ""
+    saved = records.read_json(saved_path, "run config").get("config", {})
+    saved = identity(saved if isinstance(saved, dict) else {})
     wanted = identity(cfg.to_dict())
     diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
-    if diff:
-        shown = ", ".join(f"{k}: folder {saved.get(k)!r}, spec {wanted.get(k)!r}" for k in diff[:6])
+    more = f", and {len(diff) - 6} more" if len(diff) > 6 else ""
+    return ", ".join(f"{k}: folder {saved.get(k)!r}, spec {wanted.get(k)!r}" for k in diff[:6]) + more
+
+
+def check_same_run(cfg) -> None:
+    """A folder that already holds a run must hold this run."""
+    shown = differing_settings(cfg)
+    if shown:
         raise CapscaleError(
             f"run folder {cfg.out} holds a run with other settings ({shown}); the spec changed "
             "after the run started: move the folder away or restore the spec")
@@ -91,6 +99,68 @@ class RunLock:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+class LaunchLock:
+    """Launches of one sweep folder with the same runs may share it; a launch with other runs
+    (the spec changed) is refused while any of them is alive.
+
+    Each launch holds a shared ``flock`` on ``ROOT/.launches/KEY.lock`` (KEY: the hash of its
+    runs) for as long as it runs; taking it, under an exclusive guard lock, it checks that no
+    other key's lock is held. The kernel drops the locks of a process however it ends, so a
+    killed launch never blocks the next one."""
+
+    DIR = ".launches"
+
+    def __init__(self, root: str | os.PathLike, key: str, describe: str = ""):
+        self.dir = Path(root) / self.DIR
+        self.key = key
+        self.describe = describe
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        import fcntl
+        import time
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        guard = os.open(self.dir / "guard", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            for other in sorted(self.dir.glob("*.lock")):
+                if other.stem == self.key:
+                    continue
+                fd = os.open(other, os.O_RDWR)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    holder = other.read_text(errors="replace").strip() or "another launch"
+                    raise CapscaleError(
+                        f"sweep folder {self.dir.parent} is in use by a launch of other runs "
+                        f"({holder}); a folder takes one spec at a time: wait for that launch "
+                        "to end, or sweep into another folder (--out)") from None
+                finally:
+                    os.close(fd)
+                other.unlink()  # a lock nobody holds: left by a launch that has ended
+            fd = os.open(self.dir / f"{self.key}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {os.uname().nodename}, {self.describe}, since "
+                         f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+            self.fd = fd
+        finally:
+            os.close(guard)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> LaunchLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def die_with_parent(sig: int = signal.SIGKILL):

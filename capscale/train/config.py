@@ -17,6 +17,13 @@ from capscale.model.llama import LlamaConfig, size_preset
 # Tokens per micro-batch and rank when --micro-batch is not given: a CPU core gets small
 # matmuls to keep memory low; a GPU gets the papers' 64 x 512 sequences.
 DEFAULT_MICRO_TOKENS = {"cpu": 8192, "cuda": 32768}
+# Bounds of a run's length: far beyond any run trained (10^13 tokens), small enough that a
+# typo (1e30) is refused instead of planned.
+MAX_TOKENS = 10**15
+MAX_STEPS = 10**9
+MAX_TOKENS_PER_PARAM = 1e6
+# the fewest optimizer steps a token budget may come to: warm-up, decay and evaluation need room
+MIN_STEPS = 10
 
 
 @dataclass
@@ -112,6 +119,7 @@ class TrainConfig:
             raise CapscaleError(f"dtype {self.dtype!r}: use auto, fp32 or bf16")
         if not 0.0 <= self.warmup_frac < 1.0:
             raise CapscaleError(f"warmup-frac={self.warmup_frac}: must lie in [0, 1)")
+        self._check_ranges()
         # bad format specs and gradient-rule settings fail here, before any data is read
         from capscale.formats import parse_format
         from capscale.model.compressed_linear import OperandCompressor, grad_rule_from_config
@@ -119,6 +127,41 @@ class TrainConfig:
         rule = grad_rule_from_config(self)
         for spec in (self.w_format, self.a_format):  # and the rule fits each format
             OperandCompressor(parse_format(spec), rule)
+
+    def _check_ranges(self) -> None:
+        """Every number in its valid range (NaN and inf refused): a negative gradient clip
+        would reverse the gradients, eps 0 divides by zero, a final LR above the peak is no
+        decay."""
+        def check(name: str, ok: bool, valid: str) -> None:
+            if not ok:
+                raise CapscaleError(f"{name.replace('_', '-')}={getattr(self, name)}: must be {valid}")
+
+        def real(v) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        for name in ("lr", "trust_radius"):
+            v = getattr(self, name)
+            check(name, v is None or (real(v) and v > 0), "a number > 0")
+        check("grad_clip", real(self.grad_clip) and self.grad_clip > 0,
+              "> 0 (the largest gradient norm; use a large value for no clipping)")
+        check("eps", real(self.eps) and 0 < self.eps < 1, "in (0, 1)")
+        check("weight_decay", real(self.weight_decay) and 0 <= self.weight_decay < 10, "in [0, 10)")
+        for name in ("beta1", "beta2"):
+            check(name, real(getattr(self, name)) and 0 <= getattr(self, name) < 1, "in [0, 1)")
+        for name in ("initial_lr_frac", "final_lr_frac"):
+            check(name, real(getattr(self, name)) and 0 <= getattr(self, name) <= 1,
+                  "in [0, 1] (a fraction of the peak learning rate)")
+        check("clip_scale", real(self.clip_scale) and self.clip_scale > 0, "a number > 0")
+        check("sparse_p", real(self.sparse_p) and 0 < self.sparse_p < 1, "in (0, 1)")
+        check("sparse_area", real(self.sparse_area) and 0 < self.sparse_area < 1, "in (0, 1)")
+        check("val_fraction", self.val_fraction is None
+              or (real(self.val_fraction) and 0 < self.val_fraction < 1), "in (0, 1)")
+        check("tokens_per_param", real(self.tokens_per_param)
+              and 0 < self.tokens_per_param <= MAX_TOKENS_PER_PARAM,
+              f"in (0, {MAX_TOKENS_PER_PARAM:g}]")
+        check("tokens", self.tokens is None or self.tokens <= MAX_TOKENS,
+              f"at most {MAX_TOKENS:.0e} (a quadrillion tokens)")
+        check("steps", self.steps is None or self.steps <= MAX_STEPS, f"at most {MAX_STEPS:.0e}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -187,6 +230,22 @@ def default_lr(cfg: TrainConfig, model: LlamaConfig) -> float:
     return min(SIZES.values(), key=distance).lr
 
 
+def check_budget(cfg: TrainConfig, p: RunPlan) -> None:
+    """A token budget (not explicit steps) that comes to fewer than MIN_STEPS optimizer steps
+    is an error naming the smallest budget that works: training it would end at warm-up."""
+    if cfg.steps is not None or p.steps >= MIN_STEPS:
+        return
+    target = cfg.tokens if cfg.tokens is not None else cfg.tokens_per_param * p.n_params
+    budget = (f"tokens={cfg.tokens:,}" if cfg.tokens is not None else
+              f"tokens-per-param={cfg.tokens_per_param:g} x N={p.n_params:,}")
+    raise CapscaleError(
+        f"{budget} is {target / cfg.batch_tokens:.3g} optimizer step(s) of "
+        f"batch-tokens={cfg.batch_tokens:,}; a run needs at least {MIN_STEPS} steps "
+        f"(warm-up, decay, evaluation): give tokens >= {MIN_STEPS * cfg.batch_tokens:,}, "
+        f"a smaller batch-tokens (>= seq-len={cfg.seq_len}), or steps explicitly"
+    )
+
+
 def plan(cfg: TrainConfig, vocab_size: int, world_size: int = 1, device_type: str = "cpu") -> RunPlan:
     cfg.validate()
     model = model_config(cfg, vocab_size)
@@ -196,6 +255,10 @@ def plan(cfg: TrainConfig, vocab_size: int, world_size: int = 1, device_type: st
     else:
         target = cfg.tokens if cfg.tokens is not None else cfg.tokens_per_param * n
         steps = max(1, round(target / cfg.batch_tokens))
+        if steps > MAX_STEPS:
+            raise CapscaleError(
+                f"{target:.3g} tokens in steps of {cfg.batch_tokens:,} tokens are {steps:.3g} "
+                f"steps; at most {MAX_STEPS:.0e}: fewer tokens or larger --batch-tokens")
     batch = cfg.batch_tokens // cfg.seq_len
     if batch % world_size:
         raise CapscaleError(

@@ -29,10 +29,11 @@ from capscale.train import records
 from capscale.train.checkpoint import (
     TrainState,
     latest_checkpoint,
-    load_checkpoint,
+    remove_partial_writes,
+    resume_checkpoint,
     save_checkpoint,
 )
-from capscale.train.config import RunPlan, TrainConfig, plan
+from capscale.train.config import RunPlan, TrainConfig, check_budget, plan
 from capscale.train.data import RunData, open_run_data
 from capscale.train.distributed import Dist, all_reduce_sum, barrier, setup, teardown
 from capscale.train.monitor import Monitor
@@ -66,15 +67,32 @@ def resolve_resume(cfg: TrainConfig, resume: bool) -> tuple[TrainConfig, bool]:
         if resume:
             raise CapscaleError("--resume needs --out RUN_DIR (the run folder to continue)")
         return cfg, False
-    saved_path = Path(cfg.out) / records.CONFIG
+    out = Path(cfg.out)
+    existing = next((q for q in (out, *out.parents) if q.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "is a file" if existing == out else f"is under {existing}, a file"
+        raise CapscaleError(f"--out {cfg.out} {where}; a run is a folder: choose another --out")
+    saved_path = out / records.CONFIG
     if not saved_path.exists():
+        return cfg, False
+    header = records.read_json(saved_path, "run config")
+    if not (isinstance(header, dict) and isinstance(header.get("config"), dict)
+            and "plan" in header):
+        raise CapscaleError(
+            f"{saved_path} is not the config of a capscale run; choose another --out")
+    if records.load_result(out) is None and latest_checkpoint(out) is None:
+        # nothing was trained and kept here (it failed or was killed before its first
+        # checkpoint): not a run yet, so it starts afresh with the settings given now
         return cfg, False
     if not resume:
         raise CapscaleError(
             f"run folder {cfg.out} already holds a run; pass --resume to continue it, "
             "or choose another --out"
         )
-    saved = TrainConfig.from_dict(records.read_json(saved_path)["config"])
+    try:
+        saved = TrainConfig.from_dict(header["config"])
+    except TypeError as e:
+        raise CapscaleError(f"{saved_path}: the saved settings are not a run's ({e})") from None
     for name in RUNTIME_FIELDS:
         setattr(saved, name, getattr(cfg, name))
     return saved, True
@@ -97,6 +115,50 @@ def build_model(cfg: TrainConfig, p: RunPlan) -> tuple[nn.Module, dict]:
     report = compress_model(model, cfg.w_format, cfg.a_format, grad_rule_from_config(cfg),
                             include=BLOCK_LINEARS)
     return model, report
+
+
+def check_model(cfg: TrainConfig, p: RunPlan) -> None:
+    """Build the model of the plan without memory (on the meta device) and run its formats
+    once on rows of its widths: a format that does not fit the model's shape is refused before
+    the run writes anything."""
+    from capscale.model.compressed_linear import check_shapes
+
+    with torch.device("meta"):
+        model, _ = build_model(cfg, p)
+    check_shapes(model)
+
+
+def trained_rules(compression: dict, requested: str) -> dict:
+    """The gradient rule each compressed operand really trains with (from the rule each of its
+    format's parts uses: MX and NVFP4 blocks pass their gradient straight through whatever was
+    asked), one ``grad_rule`` for the run (the rule, or ``w:RULE,a:RULE`` when they differ),
+    and a sentence for the log when that is not the rule asked for."""
+    if not compression["layers"]:
+        return {"grad_rule": "none", "w": None, "a": None, "note": ""}
+    eff = compression["effective_rules"]
+    out = {}
+    for role, key in (("w", "weight"), ("a", "activation")):
+        spec = compression[f"{role}_format"]
+        # "int4:trust" -> trust; "int3:lsq+(tensor)" -> lsq+ (the scale's granularity aside)
+        parts = [] if spec == "none" else [r.rsplit(":", 1)[-1].split("(")[0]
+                                           for r in eff.get(key, [])]
+        out[role] = ",".join(dict.fromkeys(parts)) or None
+    used = {v for v in (out["w"], out["a"]) if v}
+    if len(used) == 1:
+        out["grad_rule"] = used.pop()
+    else:
+        out["grad_rule"] = ",".join(f"{r}:{out[r]}" for r in ("w", "a") if out[r]) or "none"
+    off = {r: v for r, v in (("w", out["w"]), ("a", out["a"])) if v and requested not in v.split(",")}
+    out["note"] = ("; ".join(f"{'weights' if r == 'w' else 'activations'} "
+                             f"{compression[f'{r}_format']} train with {v}, not {requested} "
+                             "(what the format's parts support; MX and NVFP4 block scales pass the "
+                             "gradient straight through)" for r, v in off.items()) if off else "")
+    return out
+
+
+def _epochs(tokens: int, train_tokens) -> float | None:
+    """How many times the training split is read for ``tokens`` tokens."""
+    return tokens / train_tokens if train_tokens else None
 
 
 def format_info(w_format: str, a_format: str) -> dict:
@@ -201,6 +263,9 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
         done = records.load_result(run_dir)
         if done is not None:
             return done
+    # every check that needs no data, before data is read or anything is written
+    check_model(cfg, plan(cfg, 1, ctx.world_size, ctx.device.type))
+    check_budget(cfg, plan(cfg, 1, ctx.world_size, ctx.device.type))
     if data is None:  # the run length does not depend on the vocabulary: plan it first
         data = open_run_data(cfg, plan(cfg, 1, ctx.world_size, ctx.device.type).tokens)
     p = plan(cfg, data.vocab_size, ctx.world_size, ctx.device.type)
@@ -224,14 +289,13 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
     metrics = records.MetricsLog(run_dir / records.METRICS if run_dir else Path(os.devnull),
                                  enabled=ctx.is_main and run_dir is not None)
     info = format_info(compression["w_format"], compression["a_format"]) if ctx.is_main else {}
-    ckpt = latest_checkpoint(run_dir) if (run_dir is not None and resuming) else None
-    if ckpt is not None and ctx.is_main:
-        _check_same_plugins(run_dir, info)
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, raw, optimizer, ctx)
+    if run_dir is not None and ctx.is_main:
+        remove_partial_writes(run_dir)
+    if run_dir is not None and resuming:
+        if ctx.is_main and latest_checkpoint(run_dir) is not None:
+            _check_same_plugins(run_dir, info)
+        state = resume_checkpoint(run_dir, raw, optimizer, ctx)
         metrics.truncate_after(state.step)
-    elif resuming:  # killed before its first checkpoint: start over in the same folder
-        metrics.truncate_after(0)
     elif run_dir is not None and ctx.is_main:
         _write_run_header(run_dir, cfg, p, info, compression, data, ctx, compute_dtype)
     barrier(ctx)
@@ -246,6 +310,13 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
         tensorboard_dir=str(run_dir / "tensorboard") if (cfg.tensorboard and run_dir) else None,
         wandb_project=cfg.wandb_project, wandb_config={"config": cfg.to_dict(), **info},
         run_name=run_dir.name if run_dir else None)
+    rules = trained_rules(compression, cfg.grad)
+    epochs = _epochs(p.tokens, data.info.get("train_tokens"))
+    if rules["note"]:
+        monitor.write(f"gradient rule: {rules['note']}")
+    if epochs is not None and epochs > 1:
+        monitor.write(f"data: D {p.tokens:,} tokens is {epochs:.2f} epochs of the training split "
+                      f"({data.info['train_tokens']:,} tokens): tokens are seen more than once")
     monitor.write(
         f"model {cfg.size or 'custom'}: N={p.n_params:,} non-embedding parameters, "
         f"{p.steps} steps x {cfg.batch_tokens:,} tokens = D {p.tokens:,} "
@@ -259,7 +330,11 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
         return state.elapsed_s + time.perf_counter() - start_wall
 
     train_time, trained_tokens = 0.0, 0
+    # the train-loss window since the last log line, kept in checkpoints so that the metrics
+    # of a resumed run are those of an uninterrupted one
     window = {"loss": 0.0, "n": 0, "tokens": 0, "time": 0.0}
+    if state.data and isinstance(state.data.get("window"), dict):
+        window.update(state.data["window"])
     status, diverged_at, last_loss = "finished", None, float("nan")
     last_val, last_val_step = None, None
 
@@ -315,7 +390,7 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
                     break
             if run_dir is not None and (state.step % p.ckpt_every == 0 or state.step == p.steps):
                 saved = TrainState(state.step, state.tokens, elapsed(),
-                                   {"step": state.step, "seed": cfg.seed})
+                                   {"step": state.step, "seed": cfg.seed, "window": dict(window)})
                 save_checkpoint(run_dir, raw, optimizer, saved, ctx, cfg.keep_checkpoints)
         if status == "finished" and last_val_step != p.steps:
             validate()  # resumed from the final checkpoint, before the result was written
@@ -327,7 +402,11 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
         "loss": last_val if status == "finished" else None,
         **info,
         "w_format": compression["w_format"], "a_format": compression["a_format"],
-        "grad_rule": cfg.grad if compression["layers"] else "none",
+        # the rule the compressed operands really trained with (block formats: ste), and the
+        # one asked for
+        "grad_rule": rules["grad_rule"], "grad_rule_requested": cfg.grad,
+        "grad_rule_w": rules["w"], "grad_rule_a": rules["a"],
+        "epochs": _epochs(state.tokens, data.info.get("train_tokens")),
         # the rule each part of each format really used, e.g. "sparse0.5:b-rms,int4:trust"
         "w_rules": ",".join(compression["effective_rules"].get("weight", [])) or None,
         "a_rules": ",".join(compression["effective_rules"].get("activation", [])) or None,

@@ -34,17 +34,27 @@ def read_json(path: Path, what: str | None = None) -> dict:
     """A JSON file's contents; a missing or broken file is a CapscaleError naming ``what`` it is."""
     name = f"{what} {path}" if what else str(path)
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CapscaleError(f"{name} does not exist") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CapscaleError(f"{name} is not valid JSON: {e}") from None
+    except OSError as e:
+        from capscale.io import describe_write_error
+
+        raise CapscaleError(f"{name} cannot be read: {describe_write_error(e)}") from None
 
 
 def load_result(run_dir: str | Path) -> dict | None:
     """The run's result record, or None when the run has not ended."""
     path = Path(run_dir) / RESULT
-    return read_json(path) if path.exists() else None
+    if not path.exists():
+        return None
+    result = read_json(path, "run result")
+    if not isinstance(result, dict):
+        raise CapscaleError(f"run result {path} holds a {type(result).__name__}, not a run's "
+                            "record; move the file away to run the run again")
+    return result
 
 
 def write_result(run_dir: str | Path, result: dict) -> Path:

@@ -60,7 +60,7 @@ def test_fit_builtin_chinchilla_prints_parameters(only_laws_cli, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["fit", "{csv}"], "missing column"),
-    (["fit", "{csv}", "--map", "N=params,D=tokens,loss=val_loss", "--derive", "D=tokens/"], "not an arithmetic"),
+    (["fit", "{csv}", "--map", "N=params,D=tokens,loss=val_loss", "--derive", "D=tokens/"], "expected a number"),
     (["fit", "{csv}", "--map", "N=params,D=tokens,loss=val_loss", "--law", "decoupled"], "format"),
     (["fit", "/no/such/table.csv"], "does not exist"),
     (["predict", "/no/such/fit.json", "--n", "1e9", "--d", "1e10"], "does not exist"),

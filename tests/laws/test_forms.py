@@ -31,10 +31,12 @@ def wa_table(n_sizes=4):
 
 
 LAW_CASES = [
-    ("chinchilla", {}),
+    ("chinchilla", {"pool_formats": True}),
     ("decoupled", {}),
     ("unified", {"capacity_groups": "kind+part"}),
     ("unified", {"capacity_groups": "single", "fix_L": 1.0}),
+    ("unified", {"capacity_groups": "kind+part", "curve": "logistic"}),
+    ("unified", {"capacity_groups": "kind+part", "curve": "logistic10"}),
     ("precision", {}),
     ("sparsity", {}),
 ]
@@ -93,7 +95,7 @@ def test_natural_round_trip_and_spec(name, options):
 
 def test_chinchilla_grid_is_hoffmanns():
     df = wa_table()
-    law = make_law("chinchilla", df)
+    law = make_law("chinchilla", df, pool_formats=True)
     grid = law.to_natural(law.start_grid())
     assert grid.shape == (4500, 5)
     with np.errstate(divide="ignore"):
@@ -139,13 +141,13 @@ def test_one_model_size_is_an_error():
     df = wa_table()
     df["N"] = 5e7
     with pytest.raises(CapscaleError, match="one value of N"):
-        make_law("chinchilla", df)
+        make_law("chinchilla", df, pool_formats=True)
 
 
 def test_too_few_runs_for_the_parameters():
     df = wa_table().iloc[[0, 7, 14, 21]].assign(D=[1e9, 2e9, 4e9, 8e9])
     with pytest.raises(CapscaleError, match="more runs than parameters"):
-        make_law("chinchilla", df)
+        make_law("chinchilla", df, pool_formats=True)
 
 
 def test_decoupled_needs_dense_runs():

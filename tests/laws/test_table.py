@@ -59,14 +59,22 @@ def test_mapping_and_derive():
 @pytest.mark.parametrize("expr, msg", [
     ("D", "NAME=EXPRESSION"),
     ("D=C/(6*Q)", "no column 'Q'"),
-    ("D=__import__('os')", "only"),
-    ("D=C.real", "only"),
-    ("D=`C", "unbalanced"),
+    ("D=__import__('os')", "unknown function '__import__'"),
+    ("D=C.real", "no column 'C.real'"),
+    ("D=`C", "unexpected '`'"),
+    ("=C*2", "needs a name"),
+    ("D=(-1)**0.5", "no finite value"),
+    ("D=format", "text, not numbers"),
 ])
 def test_derive_rejects_bad_expressions(expr, msg):
-    df = pd.DataFrame({"C": [1.0], "N": [1.0], "loss": [1.0]})
+    df = pd.DataFrame({"C": [1.0], "N": [1.0], "loss": [1.0], "format": ["int4"]})
     with pytest.raises(CapscaleError, match=msg):
         derive_column(df, expr)
+
+
+def test_map_refuses_one_column_named_twice():
+    with pytest.raises(CapscaleError, match="names 'loss' twice"):
+        parse_mapping("loss=loss,loss=N")
 
 
 def test_missing_columns_name_what_exists():

@@ -54,7 +54,8 @@ def test_paper_shapes():
 
 
 def test_tiny_ladder_spans_30k_to_5M_and_rotates_in_blocks():
-    tiny = [s for s in SIZES if s.endswith("k") or s in ("1M", "2M", "5M")]
+    tiny = [s for s in SIZES if (s.endswith("k") and not s.startswith("cpu-"))
+            or s in ("1M", "2M", "5M")]
     counts = [config_for_size(s, 4096).non_embedding_params for s in tiny]
     assert counts == sorted(counts)
     assert 25_000 <= counts[0] <= 35_000 and 4_500_000 <= counts[-1] <= 5_500_000
@@ -64,6 +65,19 @@ def test_tiny_ladder_spans_30k_to_5M_and_rotates_in_blocks():
         assert cfg.mlp_hidden % (cfg.n_embd & -cfg.n_embd) == 0
         named = float(s[:-1]) * (1e3 if s.endswith("k") else 1e6)
         assert abs(math.log(cfg.non_embedding_params / named)) < 0.15
+
+
+def test_cpu_ladder_is_one_shape_family_with_a_learning_rate_per_rung():
+    rungs = [s for s in SIZES if s.startswith("cpu-")]
+    cfgs = [config_for_size(s, 512) for s in rungs]
+    assert {c.n_layer for c in cfgs} == {2} and {c.head_dim for c in cfgs} == {16}
+    widths = [c.n_embd for c in cfgs]
+    assert widths == sorted(widths) and widths[-1] / widths[0] == 3
+    for s, c in zip(rungs, cfgs):
+        named = float(s[4:-1]) * 1e3
+        assert abs(math.log(c.non_embedding_params / named)) < 0.02
+        assert c.mlp_hidden % (c.n_embd & -c.n_embd) == 0
+    assert [SIZES[s].lr for s in rungs] == [4e-3, 2e-3, 2e-3, 2e-3]  # BENCHMARKS.md's sweep
 
 
 def test_size_lookup_errors():

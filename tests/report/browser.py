@@ -56,3 +56,15 @@ def image_states(index: Path) -> list[list]:
         raise AssertionError(f"the probe did not run; chromium said: {done.stderr[-2000:]}")
     start += len('id="capscale-probe">')
     return json.loads(unescape(dom[start:dom.index("</pre>", start)]))
+
+
+def page_dom(index: Path) -> str:
+    """The page's DOM as headless Chromium built it from disk (after scripts and layout)."""
+    browser = chromium()
+    with tempfile.TemporaryDirectory() as profile:
+        done = subprocess.run([browser, *FLAGS, f"--user-data-dir={profile}",
+                               index.resolve().as_uri()], capture_output=True, text=True,
+                              timeout=120)
+    if "<body" not in done.stdout:
+        raise AssertionError(f"chromium returned no page; it said: {done.stderr[-2000:]}")
+    return done.stdout

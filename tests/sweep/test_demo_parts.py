@@ -1,43 +1,60 @@
-"""The demo's own measurements, on hand-made runs with known answers."""
+"""The demo's stage 3 on a hand-made runs table with known capacities: measured ρ beside the
+GMSE prediction, and the summary records."""
 
-import math
+import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from capscale.demo import iso_loss_rho, ordering_table, rank_verdict
+from capscale.demo import measure_capacity, summary_records
+from capscale.laws import fit_law
+from capscale.laws.measure import rho_gmse
 
 
-def runs():
+def runs(noise=0.003, seed=0):
+    rng = np.random.default_rng(seed)
+    truth = {"int8": 0.98, "int4": 0.67, "int2": 0.2}
     rows = []
-    for n, dense in ((1e4, 4.0), (1e5, 3.0)):
-        rows.append({"N": n, "D": 10 * n, "loss": dense, "w_format": "none", "a_format": "none"})
-    # at N=1e5: int8 matches dense; int4 equals the loss of a dense model of sqrt(1e4*1e5)
-    mid = math.exp((math.log(4.0) + math.log(3.0)) / 2)
-    rows += [{"N": 1e5, "D": 1e6, "loss": 3.0, "w_format": "int8", "a_format": "int8"},
-             {"N": 1e5, "D": 1e6, "loss": mid, "w_format": "int4", "a_format": "int4"},
-             {"N": 1e5, "D": 1e6, "loss": 4.5, "w_format": "int2", "a_format": "int2"},
-             {"N": 1e4, "D": 1e5, "loss": 3.9, "w_format": "int4", "a_format": "int4"}]
-    return pd.DataFrame(rows)
+    for n in (27e3, 60e3, 107e3, 240e3):
+        for d in (262144, 524288, 1048576):
+            rows.append({"N": n, "D": d, "w_format": "none", "a_format": "none", "rho": 1.0})
+    for f, r in truth.items():
+        rows += [{"N": n, "D": 524288, "w_format": f, "a_format": f, "rho": r}
+                 for n in (60e3, 107e3, 240e3)]
+    df = pd.DataFrame(rows)
+    df["loss"] = 2.0 + 60 * (df["N"] * df["rho"]) ** -0.35 + 150 * df["D"] ** -0.35
+    df["loss"] += rng.normal(0, noise, len(df))
+    return df.drop(columns="rho"), truth
 
 
-def test_equal_loss_capacity_interpolates_the_dense_curve_in_log_log():
-    iso = iso_loss_rho(runs()).set_index(["format", "N"])
-    assert iso.loc[("int8/int8", 1e5), "rho_iso_loss"] == pytest.approx(1.0)
-    assert iso.loc[("int4/int4", 1e5), "dense_equivalent_N"] == pytest.approx(math.sqrt(1e9))
-    assert iso.loc[("int4/int4", 1e5), "rho_iso_loss"] == pytest.approx(math.sqrt(1e9) / 1e5)
-    assert math.isnan(iso.loc[("int2/int2", 1e5), "rho_iso_loss"])  # worse than every dense run
-    assert iso.loc[("int4/int4", 1e4), "rho_iso_loss"] > 1  # better than dense at its own size
+class _Curve:
+    """A stand-in for the QuEST unified fit: ρ from GMSE with the paper's constants."""
+
+    def predict(self, q):
+        return pd.DataFrame({"eff": [rho_gmse(q["w_format"][0], q["a_format"][0])]})
 
 
-def test_ordering_per_size_and_ranking():
-    table = ordering_table(runs()).set_index("N")
-    assert table.loc[1e5, "order_by_gmse"] == "none/none < int8/int8 < int4/int4 < int2/int2"
-    assert table.loc[1e5, "order_by_loss"].startswith("none/none < int8/int8") or \
-        table.loc[1e5, "order_by_loss"].startswith("int8/int8 < none/none")
-    assert not table.loc[1e4, "same_order"]  # int4 beat dense at N=1e4
-    rho = pd.DataFrame({"format": ["int8/int8", "int4/int4"], "gmse_w": [1e-4, 1e-2],
-                        "rho_iso_loss_largest_N": [0.99, 0.9]})
-    assert "is the same as" in rank_verdict(rho)
-    rho["rho_iso_loss_largest_N"] = [0.8, 0.9]
-    assert "not the same as" in rank_verdict(rho)
+def test_stage3_measures_each_format_with_an_interval_beside_gmse():
+    df, truth = runs()
+    fits = {"decoupled": fit_law(df, "decoupled", n_bootstrap=80, heldout=False)}
+    table = measure_capacity(df, fits, _Curve())
+    got = table.set_index("format")
+    for f, r in truth.items():
+        row = got.loc[f"{f}/{f}"]
+        assert row["rho"] == pytest.approx(r, abs=0.03)
+        assert row["identified"] and row["lo"] <= row["rho"] <= row["hi"]
+        assert row["rho_gmse"] == pytest.approx(rho_gmse(f, f))
+        assert row["rho_quest_curve"] == pytest.approx(rho_gmse(f, f))
+    records = summary_records(table)
+    json.dumps(records)  # plain JSON
+    assert {r["format"] for r in records} == {"int8/int8", "int4/int4", "int2/int2"}
+    for r in records:
+        assert set(r) >= {"format", "rho", "lo", "hi", "rho_gmse"}
+        assert r["lo"] <= r["rho"] <= r["hi"]
+
+
+def test_a_failed_decoupled_fit_is_an_error_not_a_number():
+    df, _ = runs()
+    with pytest.raises(Exception, match="decoupled fit failed"):
+        measure_capacity(df, {"decoupled": "not enough runs"}, _Curve())

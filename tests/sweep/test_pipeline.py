@@ -134,7 +134,9 @@ def test_sweep_killed_resumed_fitted_and_reported(tmp_path):
     assert "http://" not in html and "https://" not in html  # nothing to fetch: works offline
     assert "The unified law could not be fitted" in html  # two GMSE values for three parameters
     states = image_states(index)
-    assert len(states) >= 3
+    # the Pareto plot is drawn only from multipliers these tiny runs identify; else a note
+    assert len(states) >= 3 or "identifies the capacity of none of these formats" in html
+    assert len(states) >= 2
     for src, complete, width, height in states:
         assert complete and width > 0 and height > 0, src
     assert (report / "tables" / "fit_decoupled.csv").exists()

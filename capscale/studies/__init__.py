@@ -1,0 +1,331 @@
+"""Studies: the unified paper's experiments (arXiv 2506.01863), each a sweep spec at two scales
+plus its analysis.
+
+    >>> from capscale.studies import study, study_spec, run_study, analyse, write_report
+    >>> spec = study_spec("int", "cpu")            # a SweepSpec: dense ladder + INT runs
+    >>> out = run_study("int", "runs/int")          # resumable (the sweep engine), then analysed
+
+A study measures each representation's ρ with the decoupled law against its own dense ladder
+(bootstrap 95% intervals; wider than 0.2 is reported as not identified), fits the unified
+curve per compression type, and checks the paper's claim for that experiment.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from capscale.errors import CapscaleError
+from capscale.studies.catalog import Check, Study, studies, study
+from capscale.studies.ladder import LADDERS, SCALES, Ladder, scale_ladder, spec_dict
+
+STUDY_FILE = "study.json"
+N_BOOTSTRAP = 400
+
+
+def study_spec(name: str, scale: str = "cpu"):
+    """The study's runs as a validated, expanded :class:`~capscale.sweep.SweepSpec`."""
+    from capscale.sweep import spec_from_dict
+
+    s = study(name)
+    lad = scale_ladder(scale)
+    d = spec_dict(f"study-{s.name}-{scale}", lad, [dict(p) for p in s.points], s.train)
+    return spec_from_dict(d, source=f"study {s.name} ({scale})")
+
+
+# --------------------------------------------------------------- cost
+
+
+# Seconds per optimizer step of one run on one core, as a + b·(training FLOPs per step),
+# through 100-step runs of widths 32 and 128 at 1,024 tokens per step (BENCHMARKS.md, "The CPU
+# ladder"); compressed runs (fake quantization, trust masks) take COMPRESSED_SLOWDOWN longer.
+CPU_STEP_SECONDS = (0.041, 1.0 / 3.8e10)
+COMPRESSED_SLOWDOWN = 1.3
+
+
+def cpu_seconds(spec) -> float:
+    """Wall time of the spec on 2 cores, two runs at once (an estimate from the ladder's
+    measured step times; total core-seconds over 2)."""
+    from capscale.laws import representation as rep
+    from capscale.sweep import vocab_size_of
+
+    a, b = CPU_STEP_SECONDS
+    total = 0.0
+    for r in spec.runs:
+        vocab = vocab_size_of(r.config.tokenizer)[0]
+        per_step = a + b * r.flops(vocab) / max(r.steps, 1)
+        dense = rep.is_dense(r.config.w_format) and rep.is_dense(r.config.a_format)
+        total += r.steps * per_step * (1.0 if dense else COMPRESSED_SLOWDOWN)
+    return total / 2.0
+
+
+def catalog_table() -> pd.DataFrame:
+    """One row per study: its paper figure, runs at each scale, CPU time on 2 cores at CPU
+    scale and accelerator-hours at paper scale."""
+    from capscale.sweep import estimate
+
+    rows = []
+    for s in studies().values():
+        cpu, paper = study_spec(s.name, "cpu"), study_spec(s.name, "paper")
+        est = estimate(paper)
+        rows.append({"study": s.name, "figure": s.figure, "runs_cpu": len(cpu.runs),
+                     "cpu_hours_2_cores": cpu_seconds(cpu) / 3600.0,
+                     "runs_paper": len(paper.runs),
+                     "accelerator_hours_paper": est.accelerator_hours,
+                     "accelerator": est.accelerator.upper(), "what": s.title})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------- analysis
+
+
+@dataclass
+class StudyResult:
+    study: Study
+    runs: pd.DataFrame
+    capacity: pd.DataFrame  # measured ρ per representation (capscale.laws.measure)
+    checks: pd.DataFrame  # the paper's claims, one row per check, with a verdict
+    curves: dict  # compression type (or split) -> unified-curve parameters, or why not fitted
+    fit: object = None
+    notes: list = field(default_factory=list)
+
+    @property
+    def unidentified(self) -> list[str]:
+        return list(self.capacity.loc[~self.capacity["identified"], "format"])
+
+    def verdict(self) -> str:
+        v = self.checks["verdict"].value_counts().to_dict() if len(self.checks) else {}
+        parts = [f"{v[k]} {k}" for k in ("supported", "contradicted", "not resolved",
+                                         "not identified", "not run") if v.get(k)]
+        return ", ".join(parts) if parts else "no checks"
+
+
+def run_check(fit, check: Check, identified: dict[str, bool]) -> dict:
+    """One claim against the measured capacities: the ratio with its interval and a verdict."""
+    from capscale.laws.measure import ratio_interval
+
+    keys = [check.num, *check.den]
+    fitted = set(fit.law.keys) | set(fit.law.reference_keys)
+    row = {"claim": check.claim, "ratio": math.nan, "lo": math.nan, "hi": math.nan}
+    missing = [k for k in keys if k not in fitted]
+    if missing:
+        return {**row, "verdict": "not run", "why": f"no runs of {', '.join(missing)}"}
+    vague = [k for k in keys if k in identified and not identified[k]]
+    v, lo, hi = ratio_interval(fit, check.num, list(check.den))
+    row.update(ratio=v, lo=lo, hi=hi)
+    if vague:
+        return {**row, "verdict": "not identified",
+                "why": f"ρ of {', '.join(vague)} not identified"}
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return {**row, "verdict": "not identified", "why": "no bootstrap interval"}
+    if check.relation == "=":
+        ok = lo <= 1.0 <= hi
+        return {**row, "verdict": "supported" if ok else "contradicted",
+                "why": "interval of the ratio holds 1" if ok else
+                f"ratio {'above' if lo > 1 else 'below'} 1"}
+    if lo > 1.0:
+        return {**row, "verdict": "supported", "why": "ratio above 1"}
+    if hi < 1.0:
+        return {**row, "verdict": "contradicted", "why": "ratio below 1"}
+    return {**row, "verdict": "not resolved", "why": "interval of the ratio straddles 1"}
+
+
+def fit_curves(df: pd.DataFrame, s: Study, n_bootstrap: int = 0) -> dict:
+    """The unified curve ρ(GMSE) = L·tanh(F·log_{1/4} GMSE)^C per compression type, fitted
+    on all the study's runs, or on the dense runs plus each training method's runs where the
+    study varies the method (LSQ against trust): type -> {L, F, C, rmse_log_loss} or the reason
+    it could not be fitted."""
+    from capscale.laws import fit_law
+    from capscale.laws import representation as rep
+
+    extra = [c for c in s.key_columns if not c.endswith("_format")]
+    subsets = {"": df}
+    if extra:
+        col = extra[0]
+        dense = rep.dense_rows(df)
+        for v in sorted(set(df.loc[~dense, col].astype(str))):
+            subsets[f"{col}={v}"] = df[dense | (df[col].astype(str) == v).to_numpy()]
+        del subsets[""]
+    out = {}
+    for label, sub in subsets.items():
+        try:
+            f = fit_law(sub.reset_index(drop=True), "unified", capacity_groups=s.curve_groups,
+                        n_bootstrap=n_bootstrap, heldout=False)
+        except CapscaleError as e:
+            out[label or "all"] = str(e)
+            continue
+        for g in f.law.groups:
+            name = f"{label} {g}".strip()
+            out[name] = {k: f.param(f.law.natural_name(k, g)) for k in ("L", "F", "C")
+                         if f.law.fix_L is None or k != "L"}
+            out[name]["rmse_log_loss"] = f.info["rmse_log_loss"]
+    return out
+
+
+def analyse(name: str, runs: pd.DataFrame, *, n_bootstrap: int = N_BOOTSTRAP,
+            seed: int = 0) -> StudyResult:
+    """ρ per representation from the decoupled fit against the study's dense runs, the
+    paper's claims checked on it, and the unified curve per compression type."""
+    from capscale.laws import load_runs
+    from capscale.laws.measure import measured_capacity
+
+    s = study(name)
+    df = runs if "report" in getattr(runs, "attrs", {}) else load_runs(runs)
+    for col in s.key_columns:
+        if col not in df.columns:
+            raise CapscaleError(f"study {s.name!r} keys its runs on {col!r}, which the runs "
+                                "table lacks")
+    table, fit = measured_capacity(df, n_bootstrap=n_bootstrap, seed=seed,
+                                   key_columns=list(s.key_columns))
+    identified = dict(zip(table["format"], table["identified"]))
+    checks = pd.DataFrame([run_check(fit, c, identified) for c in s.checks])
+    curves = fit_curves(df, s)
+    notes = [f"{w} (warning of the decoupled fit)" for w in fit.info.get("warnings", [])]
+    return StudyResult(s, df, table, checks, curves, fit, notes)
+
+
+def print_result(res: StudyResult, stream=None) -> None:
+    import sys
+
+    from capscale.laws.measure import describe_rho
+
+    out = stream or sys.stdout
+    s = res.study
+    print(f"study {s.name} ({s.figure}): {s.title}", file=out)
+    print(f"ρ per representation (decoupled fit against the study's {int(_dense(res.runs).sum())} "
+          f"dense runs, 95% bootstrap intervals), beside ρ from GMSE (paper's constants):", file=out)
+    for _, r in res.capacity.iterrows():
+        print(f"  {r['format']:<36} {describe_rho(r):<44} GMSE predicts {r['rho_gmse']:.3f}",
+              file=out)
+    if res.unidentified:
+        print(f"  not identified: {', '.join(res.unidentified)}: these runs do not pin their ρ "
+              "down to an interval narrower than 0.2 (more sizes, budgets or seeds needed)",
+              file=out)
+    print(f"the paper's claim: {s.claim}", file=out)
+    for _, c in res.checks.iterrows():
+        ratio = (f"{c['ratio']:.3f} [{c['lo']:.3f}, {c['hi']:.3f}]"
+                 if math.isfinite(c["ratio"]) else "—")
+        print(f"  {c['claim']:<44} ratio {ratio:<24} {c['verdict']} ({c['why']})", file=out)
+    for k, v in res.curves.items():
+        if isinstance(v, dict):
+            print(f"  unified curve [{k}]: " + ", ".join(f"{p} {x:.3g}" for p, x in v.items()),
+                  file=out)
+        else:
+            print(f"  unified curve [{k}]: not fitted ({v})", file=out)
+    print(f"verdict: {res.verdict()}", file=out)
+
+
+def _dense(df: pd.DataFrame):
+    from capscale.laws import representation as rep
+
+    return pd.Series(rep.dense_rows(df), index=df.index)
+
+
+def add_report_section(rep_, res: StudyResult, prefix: str = "") -> None:
+    """The study's section: the claim, the ρ table, the checks, the curves and the figure."""
+    from capscale.laws.plots import plot_measured_capacity
+
+    s = res.study
+    rep_.section(f"Study {s.name} ({s.figure}): {s.title}",
+                 f"The paper's claim: {s.claim}. ρ of each representation from the decoupled "
+                 "law fitted against the study's own dense runs (95% bootstrap intervals; an "
+                 "interval wider than 0.2 is shown as not identified), beside ρ predicted from "
+                 f"GMSE with the paper's constants. Verdict: {res.verdict()}.")
+    rep_.table(res.capacity, f"{prefix}{s.name}_capacity", caption="Measured capacity.")
+    if len(res.checks):
+        rep_.table(res.checks, f"{prefix}{s.name}_checks", caption="The paper's claims.")
+    curves = pd.DataFrame([{"type": k, **(v if isinstance(v, dict) else {"not_fitted": v})}
+                           for k, v in res.curves.items()])
+    if len(curves):
+        rep_.table(curves, f"{prefix}{s.name}_curves",
+                   caption="Unified curve per compression type (L, F, C).")
+    path = plot_measured_capacity(res.capacity, rep_.plot_path(f"{prefix}{s.name}_rho.png"),
+                                  title=f"study {s.name}: measured against predicted ρ")
+    rep_.image(path, "Measured ρ (95% interval) against ρ predicted from GMSE.")
+    for n in res.notes:
+        rep_.note(n)
+
+
+# --------------------------------------------------------------- run and report
+
+
+def write_study_file(out: Path, name: str, scale: str, extra: dict | None = None) -> None:
+    from capscale.io import atomic_write_json
+
+    path = out / STUDY_FILE
+    old = {}
+    if path.exists():
+        old = json.loads(path.read_text())
+        if (old.get("study"), old.get("scale")) != (name, scale):
+            raise CapscaleError(f"{out} holds study {old.get('study')!r} at scale "
+                                f"{old.get('scale')!r}; give another folder for {name!r} "
+                                f"({scale})")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {**old, "study": name, "scale": scale, **(extra or {})})
+
+
+def read_study_file(out: Path) -> dict:
+    path = Path(out) / STUDY_FILE
+    if not path.exists():
+        raise CapscaleError(f"{out} is not a study folder (no {STUDY_FILE}); run `capscale "
+                            "study run NAME -o DIR` first")
+    return json.loads(path.read_text())
+
+
+def run_study(name: str, out: str | Path, *, scale: str = "cpu", jobs: int | None = None,
+              threads: int | None = None, launcher: str | None = None, quiet: bool = False):
+    """Train the study's runs into ``out`` through the sweep engine (finished runs are kept;
+    a second call resumes), then return the sweep outcome. Times the launch."""
+    from capscale.sweep import run_sweep
+
+    out = Path(out)
+    spec = study_spec(name, scale)
+    write_study_file(out, name, scale)
+    t0 = time.perf_counter()
+    outcome = run_sweep(spec, out, launcher=launcher, jobs=jobs, threads=threads, quiet=quiet)
+    info = read_study_file(out)
+    info.setdefault("launches", []).append({"seconds": round(time.perf_counter() - t0, 1),
+                                            "ended": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                            "launched": len(outcome.launched)})
+    write_study_file(out, name, scale, {"launches": info["launches"]})
+    return outcome
+
+
+def report_study(out: str | Path, *, n_bootstrap: int = N_BOOTSTRAP, quiet: bool = False):
+    """Analyse a study folder's finished runs and write ``out/report/index.html`` and
+    ``out/capacity.csv``; returns (StudyResult, report path)."""
+    from capscale.io import write_table
+    from capscale.report import Report
+    from capscale.sweep import write_tables
+
+    out = Path(out)
+    info = read_study_file(out)
+    spec = study_spec(info["study"], info["scale"])
+    runs_csv, _, status = write_tables(spec, out)
+    runs = pd.read_csv(runs_csv)
+    if runs.empty:
+        raise CapscaleError(f"{out} has no finished runs yet; run `capscale study run "
+                            f"{info['study']} -o {out}`")
+    res = analyse(info["study"], runs_csv, n_bootstrap=n_bootstrap)
+    write_table(res.capacity, out / "capacity.csv")
+    write_table(res.checks, out / "checks.csv")
+    rep_ = Report(out / "report", f"capscale study {info['study']}",
+                  subtitle=f"{len(res.runs)} of {len(spec.runs)} runs finished "
+                           f"({info['scale']} scale: {scale_ladder(info['scale']).about}).")
+    add_report_section(rep_, res)
+    path = rep_.write()
+    if not quiet:
+        print_result(res)
+        print(f"report: {path}")
+    return res, path
+
+
+__all__ = ["LADDERS", "SCALES", "Check", "Ladder", "Study", "StudyResult", "add_report_section",
+           "analyse", "catalog_table", "cpu_seconds", "print_result", "read_study_file",
+           "report_study", "run_check", "run_study", "scale_ladder", "spec_dict", "studies", "study",
+           "study_spec"]

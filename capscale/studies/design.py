@@ -1,0 +1,155 @@
+"""Design before compute: what interval each ρ of a sweep would get, simulated from a prior law
+before a single step is trained (``capscale study run --dry-run``, ``capscale sweep --dry-run``).
+
+The prior is a Chinchilla law for the dense runs times ρ from GMSE with the unified paper's
+constants for the compressed ones. At CPU scale the Chinchilla constants are the fit of the CPU
+ladder's dense runs (BENCHMARKS.md, "The CPU ladder"); at paper scale they are the fit of the
+QuEST runs shipped with the package. Losses are drawn with seed noise around the prior and
+refitted with capscale's own fitter (:func:`capscale.laws.design.simulate_design`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from capscale.laws.measure import IDENTIFIED_WIDTH, rho_gmse
+
+# Seed-to-seed spread of the final validation loss (sd, nats) assumed by the simulation:
+# BENCHMARKS.md measures 0.007-0.012 on the tiny rungs (three seeds per format).
+SEED_NOISE = 0.01
+N_SIMS = 200
+# The CPU ladder's 12 dense runs (4 widths x 3 budgets, BENCHMARKS.md "The CPU ladder")
+# fitted with the Chinchilla law: log-loss RMSE 0.016; E goes to 0 on so narrow a range.
+CPU_PRIOR: dict | None = {"E": 0.0, "A": 4.3626, "alpha": 0.13791, "B": 44.324, "beta": 0.21304}
+# Runs smaller than this many non-embedding parameters take the CPU prior, larger ones the
+# QuEST one.
+CPU_PRIOR_MAX_N = 5e6
+
+
+def chinchilla_prior(params: dict):
+    """A callable prior: the loss of every run of a runs frame under A·(N·ρ)^(−α) + B·D^(−β) + E
+    with ρ from GMSE (paper's constants) for its weight and activation formats."""
+    E, A, alpha, B, beta = (params[k] for k in ("E", "A", "alpha", "B", "beta"))
+
+    def prior(runs: pd.DataFrame) -> np.ndarray:
+        rho = np.array([rho_gmse(w, a) for w, a in zip(runs["w_format"], runs["a_format"])])
+        N, D = runs["N"].to_numpy(float), runs["D"].to_numpy(float)
+        return E + A * (N * np.maximum(rho, 1e-6)) ** (-alpha) + B * D ** (-beta)
+
+    return prior
+
+
+def quest_params() -> dict:
+    """Chinchilla constants of the QuEST runs (their dense runs, fitted once, cached)."""
+    global _QUEST
+    if _QUEST is None:
+        from capscale.laws import fit_law, load_builtin
+        from capscale.laws import representation as rep
+
+        q = load_builtin("quest")
+        dense = q[rep.dense_rows(q)].reset_index(drop=True)
+        f = fit_law(dense, "chinchilla", n_bootstrap=0, heldout=False)
+        _QUEST = {k: f.param(k) for k in ("E", "A", "alpha", "B", "beta")}
+    return _QUEST
+
+
+_QUEST: dict | None = None
+
+
+def prior_for(runs: pd.DataFrame) -> tuple[dict, str]:
+    """The prior's constants for these runs and where they come from."""
+    if CPU_PRIOR is not None and float(runs["N"].max()) <= CPU_PRIOR_MAX_N:
+        return CPU_PRIOR, "the CPU ladder's dense fit"
+    return quest_params(), "the QuEST runs' dense fit"
+
+
+def runs_frame(spec) -> pd.DataFrame:
+    """The planned runs of a sweep spec as a runs frame (N, D, formats, seed) plus the
+    training settings that key a representation (gradient rules)."""
+    return pd.DataFrame([{"N": r.n_params, "D": r.tokens, "w_format": r.config.w_format,
+                          "a_format": r.config.a_format, "seed": r.config.seed,
+                          "grad": r.config.grad, "sparse_grad": r.config.sparse_grad}
+                         for r in spec.runs])
+
+
+def simulate(spec, *, noise: float = SEED_NOISE, n_sims: int = N_SIMS, seed: int = 0) -> pd.DataFrame:
+    """The interval each compressed representation's ρ would get: one row per W/A pair with
+    ρ under the prior, the 95% range of the refitted ρ over simulated seeds, its width, and
+    whether it would be identified (narrower than IDENTIFIED_WIDTH). Representations that
+    differ only in training method (LSQ against trust) share a GMSE and so a prior ρ; the
+    simulation treats them as one format (their interval is that of either)."""
+    from capscale.errors import CapscaleError
+    from capscale.laws import representation as rep
+
+    runs = runs_frame(spec)
+    dense = rep.dense_rows(runs)
+    empty = pd.DataFrame(columns=["format", "rho_prior", "lo", "hi", "width", "identified"])
+    try:
+        from capscale.laws.design import simulate_design
+    except ImportError:  # the simulator ships with capscale.laws.design
+        empty.attrs["why"] = "no design simulator in this installation (capscale.laws.design)"
+        return empty
+    if dense.all():
+        empty.attrs["why"] = "no compressed runs: no capacity to measure"
+        return empty
+    if not dense.any():
+        empty.attrs["why"] = ("no dense runs: NOT identified, ρ is measured against the sweep's "
+                              "own dense runs; add a dense ladder")
+        return empty
+    params, source = prior_for(runs)
+    sim = runs[["N", "D", "w_format", "a_format", "seed"]].drop_duplicates().reset_index(drop=True)
+    try:
+        res = simulate_design(sim, chinchilla_prior(params), noise=noise, n_sims=n_sims,
+                              seed=seed)
+    except CapscaleError as e:
+        empty.attrs["why"] = f"NOT identified: the decoupled law cannot be fitted to this design ({e})"
+        return empty
+    width = 2.0 * res["half_width"].to_numpy(float)
+    prior_rho = [rho_gmse(w, a) for w, a in zip(res["w_format"], res["a_format"])]
+    out = pd.DataFrame({"format": res["format"], "rho_prior": prior_rho,
+                        "lo": res["rho_lo"], "hi": res["rho_hi"], "width": width,
+                        "identified": [bool(i) and math.isfinite(w) and w < IDENTIFIED_WIDTH
+                                       for i, w in zip(res["identified"], width)]})
+    out.attrs.update(prior=source, noise=noise, n_sims=n_sims)
+    return out
+
+
+def describe(table: pd.DataFrame) -> str:
+    if "why" in table.attrs:
+        return f"design: {table.attrs['why']}"
+    lines = [f"design check: ρ refitted from {table.attrs.get('n_sims')} simulated sweeps "
+             f"(prior: {table.attrs.get('prior')}, ρ from GMSE with the paper's constants; "
+             f"seed noise {table.attrs.get('noise')} nats):"]
+    for _, r in table.iterrows():
+        if r["identified"]:
+            state = f"identified: 95% of fits in [{r['lo']:.3f}, {r['hi']:.3f}], width {r['width']:.3f}"
+        elif math.isfinite(r["width"]):
+            state = (f"NOT identified: 95% of fits span {r['width']:.3f} (wider than "
+                     f"{IDENTIFIED_WIDTH})")
+        else:
+            state = "NOT identified: the fit does not pin it down"
+        lines.append(f"  {r['format']:<36} prior ρ {r['rho_prior']:.3f}  {state}")
+    bad = int((~table["identified"]).sum())
+    lines.append("  every ρ would be identified" if not bad else
+                 f"  {bad} of {len(table)} would not be identified: add sizes, token budgets or "
+                 "seeds before training")
+    return "\n".join(lines)
+
+
+def print_plan(name: str, scale: str, out: Path, *, launcher: str | None = None,
+               jobs: int | None = None) -> None:
+    """A study's dry run: its runs and cost (as ``capscale sweep --dry-run``), its estimated
+    CPU time, and the design check."""
+    from capscale.studies import cpu_seconds, study_spec
+    from capscale.sweep import run_sweep
+
+    spec = study_spec(name, scale)
+    run_sweep(spec, out, launcher=launcher, jobs=jobs, dry_run=True)
+    if scale == "cpu":
+        print(f"CPU time: about {cpu_seconds(spec) / 3600:.1f} h on a quiet 2-core machine, two "
+              "runs at once")
+    print(describe(simulate(spec)))

@@ -1,0 +1,195 @@
+"""Studies: every spec expands at both scales into the dense ladder plus its points, the
+analysis recovers known capacities from tiny synthetic runs tables and judges the paper's
+claims on them, and a study started again re-runs nothing finished (tiny real runs)."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import capscale.studies as st
+import capscale.studies.catalog as catalog
+import capscale.studies.ladder as ladder
+from capscale.cli import main
+from capscale.laws import representation as rep
+
+E, A, ALPHA, B, BETA = 2.0, 60.0, 0.35, 150.0, 0.35
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+@pytest.mark.parametrize("name", list(st.studies()))
+def test_every_study_expands_into_its_dense_ladder_and_points(name, scale):
+    s, lad = st.study(name), st.scale_ladder(scale)
+    spec = st.study_spec(name, scale)
+    dense = [r for r in spec.runs if rep.is_dense(r.config.w_format) and rep.is_dense(r.config.a_format)]
+    assert len(dense) == len(lad.dense_sizes) * len(lad.dense_lengths)
+    assert len(spec.runs) == len(dense) + len(s.points) * len(lad.compressed_sizes)
+    # token budgets spanning 4x at every dense size
+    for size in {r.n_params for r in dense}:
+        d = sorted(r.tokens for r in dense if r.n_params == size)
+        assert d[-1] / d[0] == pytest.approx(4.0, rel=0.02)
+    # every check's representations are runs of the study (or dense)
+    keys = {s.key(p) for p in s.points}
+    for c in s.checks:
+        for k in (c.num, *c.den):
+            assert k in keys, (name, k)
+    if scale == "cpu":
+        assert max(r.tokens for r in spec.runs) <= 1.5e6  # under one epoch of the corpus
+        assert min(r.steps for r in spec.runs) >= 250
+        assert {r.config.data for r in spec.runs} == {"builtin:wiki"}
+    else:
+        assert {r.config.data for r in spec.runs} == {"c4"}
+        assert all(r.tokens / r.n_params == pytest.approx(100, rel=0.01)
+                   for r in spec.runs if r not in dense)
+
+
+def test_the_demo_sweep_is_the_cpu_ladder_with_int8_int4_int2():
+    from capscale.demo import demo_spec_path
+    from capscale.sweep import load_spec, spec_from_dict
+
+    demo = load_spec(demo_spec_path())
+    d = ladder.spec_dict("demo", st.scale_ladder("cpu"),
+                         [{"w_format": f, "a_format": f} for f in ("int8", "int4", "int2")])
+    want = spec_from_dict(d)
+    assert sorted(r.name for r in demo.runs) == sorted(r.name for r in want.runs)
+
+
+def test_catalog_lists_seven_studies_with_costs():
+    t = st.catalog_table()
+    assert list(t["study"]) == ["int", "noise", "fp", "groups", "sparse", "vq", "lsq"]
+    assert (t["accelerator_hours_paper"] > 100).all()
+    assert (t["cpu_hours_2_cores"] > 0).all()
+
+
+def synthetic_runs(name: str, rho: dict, noise: float = 0.0, seed: int = 0) -> pd.DataFrame:
+    """A runs table of the study's CPU design (only the points whose key is in ``rho``) with
+    losses from a known law."""
+    s = st.study(name)
+    spec = st.study_spec(name, "cpu")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for r in spec.runs:
+        c = r.config
+        point = {"w_format": c.w_format, "a_format": c.a_format, "grad": c.grad,
+                 "sparse_grad": c.sparse_grad}
+        dense = rep.is_dense(c.w_format) and rep.is_dense(c.a_format)
+        key = s.key(point)
+        if not dense and key not in rho:
+            continue
+        eff = 1.0 if dense else rho[key]
+        loss = E + A * (r.n_params * eff) ** -ALPHA + B * r.tokens ** -BETA
+        rows.append({"N": r.n_params, "D": r.tokens, "loss": loss + rng.normal(0, noise),
+                     **point, "seed": c.seed})
+    return pd.DataFrame(rows)
+
+
+def test_int_analysis_recovers_capacities_and_judges_composability():
+    rho = {"int2:had/none": 0.55, "none/int2:had": 0.5, "int2:had/int2:had": 0.275,
+           "int4:had/none": 0.9, "none/int4:had": 0.85, "int4:had/int4:had": 0.6}
+    res = st.analyse("int", synthetic_runs("int", rho, noise=0.002, seed=3), n_bootstrap=60)
+    got = res.capacity.set_index("format")
+    for k, v in rho.items():
+        assert got.loc[k, "rho"] == pytest.approx(v, abs=0.03)
+        assert got.loc[k, "identified"]
+    checks = res.checks.set_index("claim")
+    assert checks.loc["INT2: ρ(W,A) = ρ(W)·ρ(A)", "verdict"] == "supported"  # 0.275 = 0.55·0.5
+    assert checks.loc["INT4: ρ(W,A) = ρ(W)·ρ(A)", "verdict"] == "contradicted"  # 0.6 < 0.765
+    assert checks.loc["INT8: ρ(W,A) = ρ(W)·ρ(A)", "verdict"] == "not run"
+    assert "supported" in res.verdict() and "not run" in res.verdict()
+
+
+def test_lsq_analysis_keys_on_the_gradient_rule_and_fits_a_curve_per_rule():
+    rho = {"int2/int2/trust": 0.3, "int2/int2/lsq": 0.25, "int4/int4/trust": 0.75,
+           "int4/int4/lsq": 0.55, "int8/int8/trust": 0.99, "int8/int8/lsq": 0.7}
+    res = st.analyse("lsq", synthetic_runs("lsq", rho, noise=0.002, seed=4), n_bootstrap=60)
+    got = res.capacity.set_index("format")
+    for k, v in rho.items():
+        assert got.loc[k, "rho"] == pytest.approx(v, abs=0.04)
+    checks = res.checks.set_index("claim")
+    assert checks.loc["8 bits: ρ(trust) > ρ(LSQ)", "verdict"] == "supported"
+    assert set(res.curves) >= {"grad=lsq scalar", "grad=trust scalar"}
+    # LSQ saturates well below 1 at low GMSE: its fitted L sits below trust's
+    assert res.curves["grad=lsq scalar"]["L"] < res.curves["grad=trust scalar"]["L"]
+
+
+def test_unidentified_capacities_are_reported_as_such():
+    rho = {"int4/int4": 0.67, "noise0.01154/noise0.01154": 0.65}
+    df = synthetic_runs("noise", rho, noise=0.05, seed=5)  # noise far above the signal
+    res = st.analyse("noise", df, n_bootstrap=40)
+    assert not res.capacity["identified"].all()
+    verdicts = set(res.checks["verdict"])
+    assert verdicts <= {"not identified", "not run", "supported"}
+    assert "not run" in verdicts
+
+
+TINY = ladder.Ladder(
+    scale="cpu", dense_sizes=("t1", "t2"), dense_lengths=({"steps": 2}, {"steps": 3}),
+    compressed_sizes=("t2",), compressed_length={"steps": 2},
+    train={"tokenizer": "train:spm:512", "seq_len": 32, "batch_tokens": 256,
+           "val_tokens": 2048, "eval_every": 1000000},
+    sizes={"t1": {"n_layer": 1, "n_embd": 16, "n_head": 1},
+           "t2": {"n_layer": 1, "n_embd": 32, "n_head": 1}})
+
+
+def test_a_study_started_again_reruns_nothing_finished(tmp_path, monkeypatch):
+    monkeypatch.setitem(ladder.LADDERS, "cpu", TINY)
+    tiny = catalog.Study("tiny", "—", "tiny", "none", ({"w_format": "int4", "a_format": "int4"},))
+    monkeypatch.setitem(catalog.studies(), "tiny", tiny)
+    out = tmp_path / "tiny"
+    first = st.run_study("tiny", out, jobs=2, threads=1, quiet=True)
+    assert first.ok and set(first.launched.values()) == {"finished"}
+    assert len(first.launched) == 5
+    done = sorted(out.glob("*/result.json"))
+    stamps = {p: p.stat().st_mtime_ns for p in done}
+    # kill one run's result as if the study had died before it finished: only it runs again
+    victim = done[0]
+    victim.unlink()
+    second = st.run_study("tiny", out, jobs=2, threads=1, quiet=True)
+    assert list(second.launched) == [victim.parent.name]
+    for p in done[1:]:
+        assert p.stat().st_mtime_ns == stamps[p]
+    third = st.run_study("tiny", out, quiet=True)
+    assert third.launched == {}
+    info = json.loads((out / "study.json").read_text())
+    assert info["study"] == "tiny" and len(info["launches"]) == 3
+    # another study into the same folder is refused
+    with pytest.raises(Exception, match="holds study 'tiny'"):
+        st.run_study("int", out, quiet=True)
+
+
+def test_cli_study_list_and_errors(capsys):
+    assert main(["study", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in st.studies():
+        assert f"\n{name} " in out
+    assert main(["study", "run", "nosuch"]) == 2
+    assert "unknown study 'nosuch'" in capsys.readouterr().err
+    assert main(["study", "report", "/nonexistent/folder"]) == 2
+    assert math.isfinite(1.0)
+
+
+def test_design_check_simulates_each_rho_before_training(capsys):
+    from capscale.demo import demo_spec_path
+    from capscale.studies.design import describe, simulate
+    from capscale.sweep import load_spec, spec_from_dict
+
+    table = simulate(load_spec(demo_spec_path()), n_sims=60)
+    got = table.set_index("format")
+    assert set(got.index) == {"int8/int8", "int4/int4", "int2/int2"}
+    assert got.loc["int2/int2", "rho_prior"] == pytest.approx(rep_rho("int2", "int2"))
+    assert got.loc["int2/int2", "identified"]  # far from 1: pinned down by 9 runs
+    assert (got["width"] > 0).all()
+    text = describe(table)
+    assert "int2/int2" in text and "prior: the CPU ladder's dense fit" in text
+    # a sweep without dense runs cannot measure ρ, and says so before training
+    d = ladder.spec_dict("x", st.scale_ladder("cpu"), [{"w_format": "int4", "a_format": "int4"}])
+    d["runs"] = [r for r in d["runs"] if r["w_format"] != "none"]
+    assert "NOT identified" in describe(simulate(spec_from_dict(d)))
+
+
+def rep_rho(w, a):
+    from capscale.laws.measure import rho_gmse
+
+    return rho_gmse(w, a)
