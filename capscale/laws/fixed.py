@@ -181,12 +181,7 @@ class FixedLaw(Law):
         if base.fix_L is None and not rep.dense_rows(df).any() and any(n.startswith("L") for n in free):
             raise CapscaleError("law 'unified' measures capacity against uncompressed runs and the "
                                 "table has none; add dense runs or fix L (--fix L=1)")
-        slots = rep.part_table(df, split_composed=base.split_composed)
-        levels: dict[str, set] = {g: set() for g in base.groups}
-        for slot in slots:
-            for g, v in zip(base._group_names(slot), slot["gmse"]):
-                if g is not None:
-                    levels[g].add(round(float(v), 12))
+        levels = base.gmse_levels(df)
         for g in base.groups:
             need = sum(1 for letter in "LFC" if base.fix_L is None or letter != "L"
                        if base.natural_name(letter, g) in free)

@@ -615,6 +615,16 @@ class UnifiedLaw(ChinchillaLaw):
                 "capacity_groups": self.capacity_groups, "split_composed": self.split_composed,
                 "fix_L": self.fix_L, "curve": self.curve}
 
+    def gmse_levels(self, df) -> dict[str, set]:
+        """The distinct GMSE values each capacity curve sees in the table: a curve needs as
+        many as it has free parameters."""
+        levels: dict[str, set] = {g: set() for g in self.groups}
+        for slot in rep.part_table(df, split_composed=self.split_composed):
+            for g, v in zip(self._group_names(slot), slot["gmse"]):
+                if g is not None:
+                    levels[g].add(round(float(v), 12))
+        return levels
+
     def check_identifiable(self, df):
         super().check_identifiable(df)
         if self.curve == "tanh" and self.fix_L is None and not rep.dense_rows(df).any():
@@ -622,12 +632,7 @@ class UnifiedLaw(ChinchillaLaw):
                 "law 'unified' measures capacity against uncompressed runs and the table has "
                 f"none; add dense runs, or fix the capacity ceiling with {option('fix_L', 1)}"
             )
-        slots = rep.part_table(df, split_composed=self.split_composed)
-        levels: dict[str, set] = {g: set() for g in self.groups}
-        for slot in slots:
-            for g, v in zip(self._group_names(slot), slot["gmse"]):
-                if g is not None:
-                    levels[g].add(round(float(v), 12))
+        levels = self.gmse_levels(df)
         need = 3 if self._nL else 2
         thin = {g: len(v) for g, v in levels.items() if len(v) < need}
         if thin:
