@@ -4,11 +4,11 @@
 2. Prediction before training: the unified law fitted on the QuEST runs shipped with the
    package, with some formats held out of the fit; their capacity is then predicted from
    their GMSE alone and set beside the multipliers fitted to their own runs (decoupled law).
-3. Measurement: a small study on the embedded corpus: a dense ladder (four widths of one
+3. Measurement: a small study on the embedded corpus: a dense ladder (five widths of one
    shape family, each at three token budgets spanning 4x) and INT8/INT4/INT2 on weights and
-   activations at three widths; ρ of each format measured by the decoupled fit against the
-   ladder, with bootstrap intervals, beside the prediction from GMSE. Written to
-   ``summary.json`` (``measured_capacity``).
+   activations at three widths of the largest budget; ρ of each format read off the dense
+   loss-against-N curve at that budget (the decoupled law there), with bootstrap intervals,
+   beside the prediction from GMSE. Written to ``summary.json`` (``measured_capacity``).
 4. The report: one folder with index.html, plots and tables.
 
 Everything lands in one folder (default ``./capscale-demo``); a second run reuses the
@@ -168,18 +168,15 @@ def run_training_sweep(out: Path, jobs: int | None, threads: int | None):
     return spec, outcome
 
 
-def measure_capacity(sweep_df: pd.DataFrame, fits: dict, quest_unified) -> pd.DataFrame:
-    """Each trained format's ρ measured by the decoupled fit against the sweep's own dense
-    ladder (95% bootstrap interval; not identified when wider than 0.2), beside ρ predicted
-    from GMSE with the paper's constants and with the curve fitted on QuEST in stage 2."""
+def measure_capacity(sweep_df: pd.DataFrame, quest_unified, n_bootstrap: int = N_BOOTSTRAP
+                     ) -> pd.DataFrame:
+    """Each trained format's ρ measured against the sweep's own dense ladder: the decoupled
+    law at the budget the compressed runs share (95% bootstrap interval; not identified when
+    wider than 0.2), beside ρ predicted from GMSE with the paper's constants and with the
+    curve fitted on QuEST in stage 2."""
     from capscale.laws.measure import measured_capacity
 
-    dec = fits.get("decoupled")
-    if dec is None or isinstance(dec, str):
-        from capscale.errors import CapscaleError
-
-        raise CapscaleError(f"the demo sweep's decoupled fit failed: {dec}")
-    table, _ = measured_capacity(sweep_df, fit=dec)
+    table, _ = measured_capacity(sweep_df, n_bootstrap=n_bootstrap)
     curve = []
     for w, a in zip(table["w_format"], table["a_format"]):
         query = pd.DataFrame({"N": [1.0], "D": [1.0], "loss": [1.0], "w_format": [w],
@@ -249,10 +246,10 @@ def write_report(out: Path, gmse: pd.DataFrame, quest: tuple, sweep_df: pd.DataF
 
     rep.section("3. Measuring capacity on this machine",
                 f"{len(spec.runs)} runs from {demo_spec_path().name}: a dense ladder of tiny "
-                "Llama models on the embedded Wikipedia corpus (four widths of one shape "
+                "Llama models on the embedded Wikipedia corpus (five widths of one shape "
                 "family, each at three token budgets spanning 4x) and INT8/INT4/INT2 (QuEST "
-                "grid, trust estimation) on weights and activations at three widths. ρ of each "
-                "format from the decoupled law fitted against the ladder (95% bootstrap "
+                "grid, trust estimation) on weights and activations at three widths of the "
+                f"largest budget. ρ of each format: {capacity.attrs.get('method', '')} (95% "
                 "intervals; wider than 0.2 is shown as not identified), beside ρ predicted from "
                 "GMSE with the paper's constants and with the curve fitted on QuEST in section 2.")
     rep.table(capacity, "measured_capacity", caption="Capacity per format: measured and "
@@ -289,7 +286,7 @@ def run_demo(out: str | Path = "capscale-demo", *, jobs: int | None = None,
     spec, outcome = run_training_sweep(out, jobs, threads)
     sweep_df = load_runs(outcome.runs_csv)
     fits = fit_laws(sweep_df, n_bootstrap=n_bootstrap, capacity_groups="single")
-    capacity = measure_capacity(sweep_df, fits, quest[1])
+    capacity = measure_capacity(sweep_df, quest[1], n_bootstrap)
     print("\ncapacity ρ per format (weights and activations together), measured against the "
           "dense ladder:")
     for _, r in capacity.iterrows():
@@ -302,9 +299,8 @@ def run_demo(out: str | Path = "capscale-demo", *, jobs: int | None = None,
               "to an interval narrower than 0.2")
     atomic_write_json(out / "summary.json", {
         "measured_capacity": summary_records(capacity),
-        "runs": len(sweep_df), "method": "decoupled law fitted against the sweep's dense runs, "
-        f"{n_bootstrap} bootstrap resamples, 95% intervals; rho_gmse: the paper's constants "
-        "(L 1.0, F 0.41, C 1.39)"})
+        "runs": len(sweep_df), "method": f"{capacity.attrs['method']}, {n_bootstrap} "
+        "resamples, 95% intervals; rho_gmse: the paper's constants (L 1.0, F 0.41, C 1.39)"})
 
     stage("the report")
     index = write_report(out, gmse, quest, sweep_df, fits, capacity, spec)

@@ -1,6 +1,8 @@
 """Capacity measured from training runs, not predicted: each representation's multiplier ρ
-from the decoupled law fitted against the table's own dense runs, with bootstrap intervals,
-beside the prediction from its GMSE with the unified paper's constants.
+from the decoupled law against the table's own dense runs, with bootstrap intervals, beside the
+prediction from its GMSE with the unified paper's constants. Where every compressed run shares
+one token budget, ρ is read off the dense curve at that budget
+(:mod:`capscale.laws.budget_fit`); otherwise the decoupled law is fitted across budgets.
 
 A ρ whose interval is wider than :data:`IDENTIFIED_WIDTH` is marked not identified: the runs
 do not pin it down, and a number shown without that mark would be read as a result.
@@ -14,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from capscale.laws import representation as rep
+from capscale.laws.budget_fit import BudgetFit, fit_at_budget
 
 # a measured ρ counts as identified when its 95% interval is narrower than this
 IDENTIFIED_WIDTH = 0.2
@@ -34,8 +37,11 @@ def rho_gmse(w_format: str, a_format: str = "none", constants: dict | None = Non
 
 
 def capacity_samples(fit) -> dict[str, np.ndarray]:
-    """The bootstrap draws of every fitted multiplier of a decoupled fit, by representation
-    key (joint draws: index i of every array comes from the same resample)."""
+    """The bootstrap draws of every fitted multiplier, by representation key (joint draws:
+    index i of every array comes from the same resample): a budget fit's, or a decoupled
+    law fit's."""
+    if isinstance(fit, BudgetFit):
+        return dict(fit.draws)
     if fit.samples is None or fit.law.name != "decoupled":
         return {}
     nat = fit.law.to_natural(fit.samples)
@@ -43,35 +49,100 @@ def capacity_samples(fit) -> dict[str, np.ndarray]:
     return {k: nat[:, names.index(f"eff[{k}]")] for k in fit.law.keys}
 
 
+def fitted_keys(fit) -> tuple[list[str], list[str]]:
+    """(compressed keys, dense reference keys) of a budget fit or a decoupled law fit."""
+    if isinstance(fit, BudgetFit):
+        return list(fit.keys), list(fit.reference_keys)
+    return list(fit.law.keys), list(fit.law.reference_keys)
+
+
+def rho_with_interval(fit, key: str, level: float = 0.95) -> tuple[float, float, float]:
+    if isinstance(fit, BudgetFit):
+        return (fit.rho[key], *fit.interval(key, level))
+    return fit.info.get("derived_eff", {}).get(key, (math.nan, math.nan, math.nan))
+
+
 def is_identified(lo: float, hi: float, width: float = IDENTIFIED_WIDTH) -> bool:
     return bool(math.isfinite(lo) and math.isfinite(hi) and hi - lo < width)
 
 
+def shared_budget(df: pd.DataFrame, tol: float = 1e-6) -> float | None:
+    """The token budget every compressed run of ``df`` shares, when the dense runs hold three
+    or more sizes there; else None (ρ then needs the whole law across budgets)."""
+    dense = rep.dense_rows(df)
+    D = df["D"].to_numpy(float)
+    if dense.all() or not dense.any():
+        return None
+    budgets = np.unique(D[~dense])
+    if budgets.size != 1 or budgets[0] <= 0:
+        return None
+    at = dense & (np.abs(D / budgets[0] - 1.0) < tol)
+    return float(budgets[0]) if df.loc[at, "N"].nunique() >= 3 else None
+
+
+def fit_budget(df: pd.DataFrame, budget: float, *, n_bootstrap: int = 400, seed: int = 0,
+               key_columns: list[str] | None = None) -> BudgetFit:
+    """The decoupled law at ``budget`` (:mod:`capscale.laws.budget_fit`) on the runs there."""
+    dense = rep.dense_rows(df)
+    at = np.abs(df["D"].to_numpy(float) / budget - 1.0) < 1e-6
+    sub, sub_dense = df[at].reset_index(drop=True), dense[at]
+    keys = rep.representation_keys(sub, key_columns)
+    compressed = sorted({k for k, d in zip(keys, sub_dense) if not d})
+    refs = sorted({k for k, d in zip(keys, sub_dense) if d})
+    index = [-1 if d else compressed.index(k) for k, d in zip(keys, sub_dense)]
+    return fit_at_budget(sub["N"].to_numpy(float), sub["loss"].to_numpy(float), index,
+                         compressed, refs, budget, n_bootstrap=n_bootstrap, seed=seed)
+
+
+def describe_method(fit) -> str:
+    if isinstance(fit, BudgetFit):
+        return (f"decoupled law at the compressed runs' budget (D = {fit.budget:,.0f} tokens): "
+                f"E* + A·(ρN)^(−α) fitted to {fit.n_runs} runs, residual bootstrap")
+    return "decoupled law fitted to every run (all budgets), bootstrap over runs"
+
+
 def measured_capacity(df: pd.DataFrame, fit=None, *, n_bootstrap: int = 400, seed: int = 0,
                       key_columns: list[str] | None = None, level: float = 0.95,
-                      width: float = IDENTIFIED_WIDTH) -> tuple[pd.DataFrame, object]:
-    """One row per compressed representation of ``df``: ρ from the decoupled fit (given, or
-    fitted here with ``n_bootstrap`` resamples), its interval at ``level``, whether it is
-    identified (interval narrower than ``width``), the runs behind it, and ``rho_gmse``.
-    Returns (table, fit)."""
+                      width: float = IDENTIFIED_WIDTH, method: str = "auto"
+                      ) -> tuple[pd.DataFrame, object]:
+    """One row per compressed representation of ``df``: ρ, its interval at ``level``, whether
+    it is identified (interval narrower than ``width``), the runs behind it, and ``rho_gmse``.
+
+    ``method``: ``budget`` reads ρ off the dense curve at the one budget all compressed runs
+    share; ``law`` fits the decoupled law to every run; ``auto`` takes ``budget`` where the
+    design allows it (dense runs at three or more sizes at that budget). A given ``fit`` (a
+    decoupled FitResult or a BudgetFit) is used as it is. Returns (table, fit)."""
     from capscale.laws.fit import fit_law
 
+    if method not in ("auto", "budget", "law"):
+        raise ValueError(f"method {method!r}: use auto, budget or law")
     if fit is None:
-        fit = fit_law(df, "decoupled", n_bootstrap=n_bootstrap, seed=seed, level=level,
-                      heldout=False, key_columns=key_columns)
-    derived = fit.info.get("derived_eff", {})
-    keys = rep.representation_keys(df, getattr(fit.law, "key_columns", None))
+        budget = shared_budget(df) if method != "law" else None
+        if method == "budget" and budget is None:
+            from capscale.errors import CapscaleError
+
+            raise CapscaleError("ρ at one budget needs every compressed run at one token budget "
+                                "and dense runs at 3 or more sizes there")
+        if budget is not None:
+            fit = fit_budget(df, budget, n_bootstrap=n_bootstrap, seed=seed,
+                             key_columns=key_columns)
+        else:
+            fit = fit_law(df, "decoupled", n_bootstrap=n_bootstrap, seed=seed, level=level,
+                          heldout=False, key_columns=key_columns)
+    keys = rep.representation_keys(df, key_columns if isinstance(fit, BudgetFit)
+                                   else getattr(fit.law, "key_columns", None))
     rows = []
-    for key in fit.law.keys:
-        sel = [k == key for k in keys]
-        sub = df[sel]
+    for key in fitted_keys(fit)[0]:
+        sub = df[[k == key for k in keys]]
         w, a = str(sub["w_format"].iloc[0]), str(sub["a_format"].iloc[0])
-        v, lo, hi = derived.get(key, (math.nan, math.nan, math.nan))
+        v, lo, hi = rho_with_interval(fit, key, level)
         rows.append({"format": key, "w_format": w, "a_format": a, "runs": int(len(sub)),
                      "rho": v, "lo": lo, "hi": hi, "width": hi - lo,
                      "identified": is_identified(lo, hi, width),
                      "rho_gmse": rho_gmse(w, a)})
-    return pd.DataFrame(rows), fit
+    table = pd.DataFrame(rows)
+    table.attrs["method"] = describe_method(fit)
+    return table, fit
 
 
 def ratio_interval(fit, num: str, den: str | list[str], level: float = 0.95) -> tuple[float, float, float]:
@@ -80,13 +151,13 @@ def ratio_interval(fit, num: str, den: str | list[str], level: float = 0.95) -> 
     or one format's capacity against another's. Dense keys count as exactly 1."""
     dens = [den] if isinstance(den, str) else list(den)
     draws = capacity_samples(fit)
-    derived = fit.info.get("derived_eff", {})
+    refs = fitted_keys(fit)[1]
 
     def value(k):
-        return 1.0 if k in fit.law.reference_keys else derived[k][0]
+        return 1.0 if k in refs else rho_with_interval(fit, k, level)[0]
 
     def sample(k):
-        return np.ones(1) if k in fit.law.reference_keys else draws.get(k, np.full(1, np.nan))
+        return np.ones(1) if k in refs else draws.get(k, np.full(1, np.nan))
 
     point = value(num) / math.prod(value(k) for k in dens)
     s = sample(num)

@@ -40,11 +40,12 @@ SIZES: dict[str, SizePreset] = {
     "2M": SizePreset(4, 192, 3, 2e-3, "tiny CPU rung"),
     "5M": SizePreset(6, 256, 4, 2e-3, "tiny CPU rung"),
     # The CPU ladder of the studies and the demo: one shape family (2 blocks, head dimension
-    # 16, widths 32-96), each rung's learning rate the best of a sweep at 512k tokens
-    # (BENCHMARKS.md, "The CPU ladder").
-    "cpu-27k": SizePreset(2, 32, 2, 4e-3, "CPU ladder (LR swept)"),
-    "cpu-60k": SizePreset(2, 48, 3, 2e-3, "CPU ladder (LR swept)"),
-    "cpu-107k": SizePreset(2, 64, 4, 2e-3, "CPU ladder (LR swept)"),
+    # 16, widths 16-96), each rung's learning rate the best of a sweep at the budget where
+    # the studies measure ρ, 1,048,576 tokens (BENCHMARKS.md, "The CPU ladder").
+    "cpu-7k": SizePreset(2, 16, 1, 8e-3, "CPU ladder (LR swept)"),
+    "cpu-27k": SizePreset(2, 32, 2, 8e-3, "CPU ladder (LR swept)"),
+    "cpu-60k": SizePreset(2, 48, 3, 4e-3, "CPU ladder (LR swept)"),
+    "cpu-107k": SizePreset(2, 64, 4, 4e-3, "CPU ladder (LR swept)"),
     "cpu-240k": SizePreset(2, 96, 6, 2e-3, "CPU ladder (LR swept)"),
     "30M": SizePreset(6, 640, 5, 1.2e-3, "unified paper Table 2"),
     "50M": SizePreset(7, 768, 6, 1.2e-3, "unified paper Table 2"),

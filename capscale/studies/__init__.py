@@ -41,11 +41,13 @@ def study_spec(name: str, scale: str = "cpu"):
 # --------------------------------------------------------------- cost
 
 
-# Seconds per optimizer step of one run on one core, as a + b·(training FLOPs per step),
-# through 100-step runs of widths 32 and 128 at 1,024 tokens per step (BENCHMARKS.md, "The CPU
-# ladder"); compressed runs (fake quantization, trust masks) take COMPRESSED_SLOWDOWN longer.
-CPU_STEP_SECONDS = (0.041, 1.0 / 3.8e10)
-COMPRESSED_SLOWDOWN = 1.3
+# Seconds per optimizer step of one run on one core, as a + b·(training FLOPs per step): the
+# least-squares line through the dense step times of the ladder's five widths on a quiet
+# machine (14-56 ms, BENCHMARKS.md "The CPU ladder"); compressed runs (fake quantization of
+# weights and activations, trust masks) take COMPRESSED_SLOWDOWN times longer (60 against 30
+# ms at width 48, 107 against 56 at width 96, INT4).
+CPU_STEP_SECONDS = (0.0137, 1.0 / 4.38e10)
+COMPRESSED_SLOWDOWN = 2.0
 
 
 def cpu_seconds(spec) -> float:
@@ -107,10 +109,10 @@ class StudyResult:
 
 def run_check(fit, check: Check, identified: dict[str, bool]) -> dict:
     """One claim against the measured capacities: the ratio with its interval and a verdict."""
-    from capscale.laws.measure import ratio_interval
+    from capscale.laws.measure import fitted_keys, ratio_interval
 
     keys = [check.num, *check.den]
-    fitted = set(fit.law.keys) | set(fit.law.reference_keys)
+    fitted = set().union(*fitted_keys(fit))
     row = {"claim": check.claim, "ratio": math.nan, "lo": math.nan, "hi": math.nan}
     missing = [k for k in keys if k not in fitted]
     if missing:
@@ -185,7 +187,9 @@ def analyse(name: str, runs: pd.DataFrame, *, n_bootstrap: int = N_BOOTSTRAP,
     identified = dict(zip(table["format"], table["identified"]))
     checks = pd.DataFrame([run_check(fit, c, identified) for c in s.checks])
     curves = fit_curves(df, s)
-    notes = [f"{w} (warning of the decoupled fit)" for w in fit.info.get("warnings", [])]
+    info = getattr(fit, "info", {})
+    notes = [f"{w} (warning of the decoupled fit)" for w in info.get("warnings", [])]
+    notes.insert(0, f"ρ: {table.attrs['method']}")
     return StudyResult(s, df, table, checks, curves, fit, notes)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from capscale.laws.measure import IDENTIFIED_WIDTH, rho_gmse
+from capscale.laws.measure import IDENTIFIED_WIDTH, rho_gmse, shared_budget
 
 # Seed-to-seed spread of the final validation loss (sd, nats) assumed by the simulation:
 # BENCHMARKS.md measures 0.007-0.012 on the tiny rungs (three seeds per format).
@@ -102,6 +102,12 @@ def simulate(spec, *, noise: float = SEED_NOISE, n_sims: int = N_SIMS, seed: int
         return empty
     params, source = prior_for(runs)
     sim = runs[["N", "D", "w_format", "a_format", "seed"]].drop_duplicates().reset_index(drop=True)
+    if shared_budget(sim) is not None:
+        out = simulate_at_budget(sim, chinchilla_prior(params), noise=noise, n_sims=n_sims,
+                                 seed=seed)
+        out.attrs.update(prior=source, noise=noise, n_sims=n_sims,
+                         method="ρ read off the dense curve at the compressed runs' budget")
+        return out
     try:
         res = simulate_design(sim, chinchilla_prior(params), noise=noise, n_sims=n_sims,
                               seed=seed)
@@ -116,6 +122,37 @@ def simulate(spec, *, noise: float = SEED_NOISE, n_sims: int = N_SIMS, seed: int
                                        for i, w in zip(res["identified"], width)]})
     out.attrs.update(prior=source, noise=noise, n_sims=n_sims)
     return out
+
+
+def simulate_at_budget(runs: pd.DataFrame, prior, *, noise: float, n_sims: int,
+                       seed: int = 0) -> pd.DataFrame:
+    """The design check for a sweep whose compressed runs share one budget: losses drawn from
+    the prior with seed noise, ρ refitted at that budget as the analysis will
+    (:mod:`capscale.laws.budget_fit`), the central 95% of the refits per format."""
+    from capscale.laws import representation as rep
+    from capscale.laws.budget_fit import rho_columns
+
+    budget = shared_budget(runs)
+    at = runs[np.abs(runs["D"].to_numpy(float) / budget - 1.0) < 1e-6].reset_index(drop=True)
+    dense = rep.dense_rows(at)
+    keys = rep.representation_keys(at)
+    compressed = sorted({k for k, d in zip(keys, dense) if not d})
+    index = [-1 if d else compressed.index(k) for k, d in zip(keys, dense)]
+    rng = np.random.default_rng(seed)
+    Y = prior(at)[:, None] + noise * rng.standard_normal((len(at), n_sims))
+    draws = rho_columns(at["N"].to_numpy(float), index, len(compressed), Y)
+    rows = []
+    for i, key in enumerate(compressed):
+        first = keys.index(key)
+        d = draws[i]
+        ok = np.isfinite(d)
+        lo, hi = np.quantile(d[ok], [0.025, 0.975]) if ok.mean() >= 0.9 else (math.nan, math.nan)
+        width = hi - lo
+        rows.append({"format": key,
+                     "rho_prior": rho_gmse(at["w_format"][first], at["a_format"][first]),
+                     "lo": lo, "hi": hi, "width": width,
+                     "identified": bool(math.isfinite(width) and width < IDENTIFIED_WIDTH)})
+    return pd.DataFrame(rows)
 
 
 def describe(table: pd.DataFrame) -> str:

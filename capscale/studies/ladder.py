@@ -31,25 +31,26 @@ class Ladder:
     sizes: dict = field(default_factory=dict)  # shapes beyond the named presets ([sizes])
 
 
-# One shape family: 2 blocks, head dimension 16, widths 32-96 (N 27k-240k non-embedding);
-# token budgets 256k-1M at 1,024 tokens (8 sequences of 128) per step: 256-1,024 optimizer steps
-# and at most 0.7 epochs of the embedded corpus's 1.50M training tokens (train:spm:512). The
-# compressed runs take the three larger widths at the largest budget (1,024 steps): there the
-# dense losses spread most with N (0.36 nats over the 9x range, against 0.15 at 512k tokens and
-# a non-monotone 0.10 at 256k, where every size is still in its transient), so a loss gap
-# maps onto ρ most sharply. The learning rate of each rung is the best of a sweep
-# (capscale.model.presets).
+# One shape family: 2 blocks, head dimension 16, widths 16-96 (N 7k-240k non-embedding); dense
+# runs at token budgets 256k-1M (1,024 tokens, 8 sequences of 128, per step: 256-1,024
+# optimizer steps, at most 0.7 epochs of the embedded corpus's 1.50M training tokens with
+# train:spm:512). The compressed runs sit at the largest budget, 1,024 steps, at widths 32-64,
+# and ρ is read off the dense loss-against-N curve at that budget (capscale.laws.budget_fit):
+# there the curve falls 0.23-0.27 nats per e-fold of N between widths 16 and 48 (0.09 above),
+# so a loss gap of seed-noise size (about 0.01) moves ρ by a few per cent. Each rung takes the
+# learning rate that was best at that budget (a factor 2 off costs 0.03-0.3 nats;
+# capscale.model.presets, BENCHMARKS.md "The CPU ladder").
 CPU = Ladder(
     scale="cpu",
-    dense_sizes=("cpu-27k", "cpu-60k", "cpu-107k", "cpu-240k"),
+    dense_sizes=("cpu-7k", "cpu-27k", "cpu-60k", "cpu-107k", "cpu-240k"),
     dense_lengths=({"tokens": 262144}, {"tokens": 524288}, {"tokens": 1048576}),
-    compressed_sizes=("cpu-60k", "cpu-107k", "cpu-240k"),
+    compressed_sizes=("cpu-27k", "cpu-60k", "cpu-107k"),
     compressed_length={"tokens": 1048576},
     train={"data": "builtin:wiki", "tokenizer": "train:spm:512", "seq_len": 128,
            "batch_tokens": 1024, "val_tokens": 65536, "eval_every": 1000000},
     launcher={"jobs": 2, "threads": 1},
-    about="2-block Llama models of width 32-96 (27k-240k parameters) on the embedded "
-          "Wikipedia corpus, 256k-1M tokens",
+    about="2-block Llama models of width 16-96 (7k-240k parameters) on the embedded "
+          "Wikipedia corpus, 256k-1M tokens; compressed runs at 1M tokens, widths 32-64",
 )
 
 PAPER = Ladder(

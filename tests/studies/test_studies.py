@@ -116,7 +116,7 @@ def test_lsq_analysis_keys_on_the_gradient_rule_and_fits_a_curve_per_rule():
 
 def test_unidentified_capacities_are_reported_as_such():
     rho = {"int4/int4": 0.67, "noise0.01154/noise0.01154": 0.65}
-    df = synthetic_runs("noise", rho, noise=0.05, seed=5)  # noise far above the signal
+    df = synthetic_runs("noise", rho, noise=0.3, seed=5)  # noise far above the signal
     res = st.analyse("noise", df, n_bootstrap=40)
     assert not res.capacity["identified"].all()
     verdicts = set(res.checks["verdict"])

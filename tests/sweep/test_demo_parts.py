@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from capscale.demo import measure_capacity, summary_records
-from capscale.laws import fit_law
+from capscale.errors import CapscaleError
 from capscale.laws.measure import rho_gmse
 
 
@@ -16,12 +16,12 @@ def runs(noise=0.003, seed=0):
     rng = np.random.default_rng(seed)
     truth = {"int8": 0.98, "int4": 0.67, "int2": 0.2}
     rows = []
-    for n in (27e3, 60e3, 107e3, 240e3):
+    for n in (6.7e3, 27e3, 60e3, 107e3, 240e3):
         for d in (262144, 524288, 1048576):
             rows.append({"N": n, "D": d, "w_format": "none", "a_format": "none", "rho": 1.0})
     for f, r in truth.items():
-        rows += [{"N": n, "D": 524288, "w_format": f, "a_format": f, "rho": r}
-                 for n in (60e3, 107e3, 240e3)]
+        rows += [{"N": n, "D": 1048576, "w_format": f, "a_format": f, "rho": r}
+                 for n in (27e3, 60e3, 107e3)]
     df = pd.DataFrame(rows)
     df["loss"] = 2.0 + 60 * (df["N"] * df["rho"]) ** -0.35 + 150 * df["D"] ** -0.35
     df["loss"] += rng.normal(0, noise, len(df))
@@ -37,8 +37,8 @@ class _Curve:
 
 def test_stage3_measures_each_format_with_an_interval_beside_gmse():
     df, truth = runs()
-    fits = {"decoupled": fit_law(df, "decoupled", n_bootstrap=80, heldout=False)}
-    table = measure_capacity(df, fits, _Curve())
+    table = measure_capacity(df, _Curve(), n_bootstrap=200)
+    assert "budget" in table.attrs["method"]
     got = table.set_index("format")
     for f, r in truth.items():
         row = got.loc[f"{f}/{f}"]
@@ -54,7 +54,15 @@ def test_stage3_measures_each_format_with_an_interval_beside_gmse():
         assert r["lo"] <= r["rho"] <= r["hi"]
 
 
-def test_a_failed_decoupled_fit_is_an_error_not_a_number():
+def test_a_ladder_that_cannot_be_read_is_an_error_not_a_number():
     df, _ = runs()
-    with pytest.raises(Exception, match="decoupled fit failed"):
-        measure_capacity(df, {"decoupled": "not enough runs"}, _Curve())
+    # no dense runs: nothing to measure ρ against
+    alone = df[df["w_format"] != "none"].reset_index(drop=True)
+    with pytest.raises(CapscaleError, match="dense"):
+        measure_capacity(alone, _Curve(), n_bootstrap=20)
+    # the dense curve rising with N at the budget: no ρ can be read off it
+    flipped = df.copy()
+    at = (flipped["w_format"] == "none") & (flipped["D"] == 1048576)
+    flipped.loc[at, "loss"] = 3.0 + 1e-6 * flipped.loc[at, "N"]
+    with pytest.raises(CapscaleError, match="does not fall with N"):
+        measure_capacity(flipped, _Curve(), n_bootstrap=20)
