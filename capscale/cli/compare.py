@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from capscale.cli.args import FRACTION, POSITIVE
+
 HELP = ("rank formats by capacity, effective parameters per bit (iso-memory) and per bit "
         "operation, with the Pareto front; untrained formats via their GMSE (unified fits)")
 
@@ -18,14 +20,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="on weights/activations fits, apply a plain SPEC to both operands "
                         "(default) or to the weights only")
     g = p.add_argument_group("paired comparison (differences with paired bootstrap intervals)")
-    g.add_argument("--n", type=float, metavar="N", help="model size: compare the formats at N, D")
-    g.add_argument("--d", type=float, metavar="D", help="training tokens")
+    g.add_argument("--n", type=POSITIVE, metavar="N", help="model size: compare the formats at N, D")
+    g.add_argument("--d", type=POSITIVE, metavar="D", help="training tokens")
     g.add_argument("--memory", metavar="SIZE", help="also at equal memory: the N each format fits "
                                                     "in SIZE of weights (e.g. 4GB), at D")
     g.add_argument("--equal-compute", action="store_true",
                    help="also at equal compute: the N each format affords at the bit-op cost of "
                         "a dense N-parameter model (linear and quadratic counting)")
-    g.add_argument("--level", type=float, default=None, help="interval level (default: the fit's)")
+    g.add_argument("--level", type=FRACTION, default=None, help="interval level (default: the fit's)")
     p.add_argument("--plot", metavar="FILE", help="write the comparison plot (png, pdf, svg)")
     p.add_argument("--csv", metavar="FILE", help="write the table as CSV")
     p.add_argument("--json", action="store_true", help="print JSON records")

@@ -27,22 +27,21 @@ from capscale.errors import CapscaleError
 from capscale.laws import representation as rep
 from capscale.laws.fit import FitResult, _percentiles
 
-_UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-
 
 def parse_memory(text: str | float) -> float:
-    """``"4GB"`` -> 4e9 bytes (``GiB`` = 2^30); a bare number is bytes."""
-    if isinstance(text, (int, float)):
-        value = float(text)
-    else:
-        m = re.fullmatch(r"\s*([0-9.]+(?:e[+-]?\d+)?)\s*([kmgt]i?b|b)?\s*", str(text).lower())
-        if not m:
-            raise CapscaleError(f"--memory {text!r}: give a size like 4GB, 512MB or 8GiB")
-        value = float(m[1]) * _UNITS[m[2] or ""]
-    if not (math.isfinite(value) and value > 0):
-        raise CapscaleError(f"--memory {text!r} must be positive")
-    return value
+    """``"4GB"`` -> 4e9 bytes, ``"8GiB"`` -> 8·2^30 (the number grammar of
+    :mod:`capscale.numbers`, with an optional trailing ``B`` for bytes); a bare number is bytes."""
+    from capscale.numbers import NumberError, parse_number
+
+    body = text
+    if isinstance(text, str):
+        m = re.fullmatch(r"(?i)(.*?[0-9kmgti])\s*b", text.strip())  # "4GB", "512 MB", "100b"
+        body = m[1] if m else text
+    try:
+        return float(parse_number(body, lo=0, lo_open=True))
+    except NumberError:
+        raise CapscaleError(f"--memory {text!r}: give a positive size like 4GB, 512MB or 8GiB "
+                            "(decimal k, M, G, T; binary Ki, Mi, Gi, Ti)") from None
 
 
 def _pairs_of(fit: FitResult, specs: list[str], operands: str) -> tuple[list[dict], bool]:
