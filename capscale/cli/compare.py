@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from capscale.cli.args import FRACTION, POSITIVE
+from capscale.cli.predict import show_warnings
 
 HELP = ("rank formats by capacity, effective parameters per bit (iso-memory) and per bit "
         "operation, with the Pareto front; untrained formats via their GMSE (unified fits)")
@@ -44,8 +45,10 @@ def run(args: argparse.Namespace) -> int:
     if args.n is not None or args.d is not None or args.memory or args.equal_compute:
         return _paired(fit, args)
     table = compare_formats(fit, args.specs or None, operands=args.operands)
+    warnings = table.attrs.get("warnings", [])
     if args.json:
         print(json.dumps(table.to_dict(orient="records"), indent=2, default=float))
+        show_warnings(warnings, json_mode=True)
     else:
         cols = [c for c in ("format", "rho", "rho_lo", "rho_hi", "trained", "gmse", "bits_weights",
                             "bits_activations", "iso_memory_gain", "rho_per_compute_linear",
@@ -55,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         print("iso_memory_gain = rho·16/bits (effective parameters per bit, relative to bf16); "
               "rho_per_compute_* = rho / bit-op cost relative to bf16 (linear: max(b_w, b_a)/16, "
               "quadratic: b_w·b_a/256)")
+        show_warnings(warnings)
     if args.csv:
         print(f"wrote {write_table(table, args.csv)}")
     if args.plot:
@@ -77,9 +81,10 @@ def _paired(fit, args: argparse.Namespace) -> int:
     res = paired_compare(fit, args.specs, N=args.n, D=args.d, memory=args.memory,
                          equal_compute=args.equal_compute, operands=args.operands,
                          level=args.level)
+    warnings = res["formats"].attrs.get("warnings", [])
     if args.json:
-        print(json.dumps({k: v.to_dict(orient="records") for k, v in res.items()}, indent=2,
-                         default=float))
+        print(json.dumps({**{k: v.to_dict(orient="records") for k, v in res.items()},
+                          "warnings": warnings}, indent=2, default=float))
         return 0
     level = args.level or fit.info["settings"]["interval_level"]
     pct = f"{level:.0%}"
@@ -102,4 +107,5 @@ def _paired(fit, args: argparse.Namespace) -> int:
                 diff = "loss not given by this fit; compared on N·rho"
             print(f"  {r.A} vs {r.B}: {diff}, rho A-B {r.d_rho:+.4f} [{r.d_rho_lo:+.4f}, "
                   f"{r.d_rho_hi:+.4f}], P({r.A} better) = {r.p_A_better:.3f}  [{r.basis}]")
+    show_warnings(warnings)
     return 0

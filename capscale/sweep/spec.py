@@ -92,9 +92,13 @@ def _check_type(where: str, name: str, value, annotation: str):
     kinds = [k.strip() for k in annotation.split("|") if k.strip() != "None"]
     base = kinds[0] if kinds else "str"
     if base in ("int", "float") and isinstance(value, str):  # "3B", "8Ki": the number grammar
-        from capscale.numbers import parse_number
+        from capscale.numbers import NumberError, parse_number
 
-        value = parse_number(value, name=f"{where}.{name} =", integer=base == "int")
+        try:
+            value = parse_number(value, integer=base == "int")
+        except NumberError as e:
+            raise CapscaleError(f"{where}.{name} = {value!r}: expected {'an' if base == 'int' else 'a'} "
+                                f"{base}: {e}") from None
     ok = {"str": isinstance(value, str),
           "int": isinstance(value, int) and not isinstance(value, bool),
           "float": isinstance(value, (int, float)) and not isinstance(value, bool),
