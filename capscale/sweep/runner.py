@@ -17,9 +17,11 @@ import pandas as pd
 from capscale.errors import CapscaleError
 from capscale.sweep import cost as cost_mod
 from capscale.sweep import slurm as slurm_mod
+from capscale.sweep.advice import fit_advice
 from capscale.sweep.local import Progress, launch_local
 from capscale.sweep.spec import LAUNCHERS, SweepSpec
 from capscale.sweep.state import (
+    RUNS_TABLE,
     STATUSES,
     check_unchanged,
     order_for_launch,
@@ -64,6 +66,7 @@ def plan_text(spec: SweepSpec, root: Path, launcher: str, jobs: int, gpus_per_ru
     lines.append("status: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES))
     lines.append(f"cost: {est.describe()}")
     lines.append(f"launcher: {launcher}, {jobs} run(s) at once, {gpus_per_run} process(es) per run")
+    lines.append(fit_advice(spec).describe(root / RUNS_TABLE))
     return "\n".join(lines)
 
 
@@ -176,8 +179,12 @@ def _launch(spec: SweepSpec, root: Path, launcher: str, jobs: int, threads: int 
     failed = [n for n, v in launched.items() if str(v).startswith("failed")]
     _say(f"[sweep] {spec.name}: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES)
          + (f" ({len(failed)} failed in this launch: {', '.join(failed)})" if failed else ""), quiet)
-    _say(f"[sweep] runs table: {runs_csv} (fit it with: capscale fit {runs_csv} --law decoupled)",
-         quiet)
+    advice = fit_advice(spec)
+    if advice.ok:
+        _say(f"[sweep] runs table: {runs_csv} (fit it with: {advice.command(runs_csv)})", quiet)
+    else:
+        _say(f"[sweep] runs table: {runs_csv}; the spec's runs cannot identify the "
+             f"{advice.law} law: {advice.problem}", quiet)
     return SweepOutcome(root, status, launched, runs_csv, status_csv, submitted)
 
 
