@@ -228,6 +228,56 @@ def _accumulate_gradients(model, x_all, y_all, p: RunPlan, ctx: Dist, autocast) 
     return loss_sum / p.accum_steps
 
 
+def format_duration(seconds: float) -> str:
+    """45 -> '45s', 135 -> '2m15s', 7500 -> '2h05m', 200000 -> '2.3 days'."""
+    s = max(0.0, float(seconds))
+    if s < 60:
+        return f"{s:.0f}s" if s >= 10 else f"{s:.1f}s"
+    if s < 3600:
+        return f"{int(s // 60)}m{int(s % 60):02d}s"
+    if s < 48 * 3600:
+        return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
+    return f"{s / 86400:.1f} days"
+
+
+def estimate_wall_time(raw: nn.Module, p: RunPlan, cfg: TrainConfig, ctx: Dist, autocast,
+                       steps_left: int, n_val_windows: int) -> dict:
+    """The wall time of the steps left, from a short measurement before the first step: one
+    forward and backward of a micro-batch of random tokens through a copy of the model (so
+    the run's own weights, learned-scale initialisation and random streams are untouched),
+    timed after one warm-up pass. A step is ``accum_steps`` of those; a validation is a
+    forward (about a third) per validation window. Optimiser steps, data loading and
+    checkpoints come on top, so it is an estimate: the progress line's ETA is measured."""
+    import copy
+
+    devices = [ctx.device] if ctx.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        probe = copy.deepcopy(raw)
+        probe.train()
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randint(0, p.model.vocab_size, (p.micro_batch, cfg.seq_len + 1), generator=gen)
+        xb, yb = x[:, :-1].to(ctx.device), x[:, 1:].to(ctx.device)
+
+        def once() -> float:
+            if ctx.device.type == "cuda":
+                torch.cuda.synchronize(ctx.device)
+            t0 = time.perf_counter()
+            with autocast():
+                loss = probe(xb, yb)
+            loss.backward()
+            if ctx.device.type == "cuda":
+                torch.cuda.synchronize(ctx.device)
+            return time.perf_counter() - t0
+
+        once()  # warm-up: allocations, kernel selection, learned-scale initialisation
+        micro = once()
+    step_s = micro * p.accum_steps
+    evals = steps_left // p.eval_every + 1
+    val_s = evals * n_val_windows * micro / 3.0
+    return {"total_s": steps_left * step_s + val_s, "step_s": step_s, "micro_s": micro,
+            "evals": evals}
+
+
 def _write_run_header(run_dir: Path, cfg: TrainConfig, p: RunPlan, info: dict, compression: dict,
                       data: RunData, ctx: Dist, compute_dtype: str) -> None:
     record = {
@@ -324,7 +374,23 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
         f"w={compression['w_format']} a={compression['a_format']}, {ctx.world_size} "
         f"process(es) on {ctx.device}, {compute_dtype}")
 
+    steps_left = p.steps - state.step
+    if ctx.is_main and steps_left > 0:
+        est = estimate_wall_time(raw, p, cfg, ctx, autocast, steps_left, len(val_windows))
+        monitor.write(
+            f"estimate: about {format_duration(est['total_s'])} for {steps_left:,} step(s) "
+            f"({est['step_s']:.3g} s per step of {p.accum_steps} micro-batch(es) measured on "
+            f"{ctx.device}, {est['evals']} validation(s) included"
+            f"{'; torch.compile adds its compile time' if cfg.compile else ''}); the ETA "
+            "follows in the progress line")
     start_wall = time.perf_counter()
+    start_step = state.step
+
+    def eta() -> str:
+        done = state.step - start_step
+        if done <= 0:
+            return "?"
+        return format_duration((time.perf_counter() - start_wall) / done * (p.steps - state.step))
 
     def elapsed() -> float:
         return state.elapsed_s + time.perf_counter() - start_wall
@@ -344,7 +410,8 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
         metrics.write({"kind": "val", "step": state.step, "tokens": state.tokens,
                        "val_loss": last_val, "elapsed_s": elapsed()})
         monitor.log(state.step, {"val/loss": last_val})
-        monitor.write(f"step {state.step}/{p.steps}: val loss {last_val:.4f}")
+        monitor.write(f"step {state.step}/{p.steps}: val loss {last_val:.4f}, elapsed "
+                      f"{format_duration(elapsed())}, ETA {eta()}")
         return last_val
 
     model.train()
