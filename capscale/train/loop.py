@@ -402,6 +402,10 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
     if state.data and isinstance(state.data.get("window"), dict):
         window.update(state.data["window"])
     status, diverged_at, last_loss = "finished", None, float("nan")
+    if state.data and isinstance(state.data.get("last_loss"), (int, float)):
+        # killed after its final checkpoint, before its record: the record still names the
+        # last step's training loss
+        last_loss = float(state.data["last_loss"])
     last_val, last_val_step = None, None
 
     def validate() -> float:
@@ -457,7 +461,8 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
                     break
             if run_dir is not None and (state.step % p.ckpt_every == 0 or state.step == p.steps):
                 saved = TrainState(state.step, state.tokens, elapsed(),
-                                   {"step": state.step, "seed": cfg.seed, "window": dict(window)})
+                                   {"step": state.step, "seed": cfg.seed, "window": dict(window),
+                                    "last_loss": last_loss})
                 save_checkpoint(run_dir, raw, optimizer, saved, ctx, cfg.keep_checkpoints)
         if status == "finished" and last_val_step != p.steps:
             validate()  # resumed from the final checkpoint, before the result was written

@@ -91,3 +91,17 @@ def test_the_measurement_leaves_the_run_unchanged(tmp_path, data, monkeypatch):
     plain = run("plain")
     assert measured["loss"] == plain["loss"]
     assert measured["final_train_loss"] == plain["final_train_loss"]
+
+
+def test_a_kill_between_the_final_checkpoint_and_the_record_keeps_the_train_loss(tmp_path, data):
+    """Found by the sweep fault-injection test: resumed from its final checkpoint, a run
+    recorded final_train_loss None. The checkpoint carries it."""
+    from pathlib import Path
+
+    cfg = TrainConfig(size="30k", seq_len=32, batch_tokens=512, steps=3, lr=1e-2, progress=False,
+                      val_tokens=512, ckpt_every=1, out=str(tmp_path / "run"))
+    whole = train(cfg, data=data)
+    (Path(cfg.out) / "result.json").unlink()  # as if killed before the record was written
+    resumed = train(cfg, data=data, resume=True)
+    assert resumed["final_train_loss"] == whole["final_train_loss"] is not None
+    assert resumed["loss"] == whole["loss"]
