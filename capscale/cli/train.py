@@ -174,6 +174,11 @@ def run(args) -> int:
     result = train(cfg, resume=args.resume)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
+    if result["status"] == "interrupted":
+        print(f"interrupted at step {result['D'] // cfg.batch_tokens:,} of {result['steps']:,} "
+              f"by a stop signal: checkpointed in {cfg.out}; run the same command with --resume "
+              "to continue", file=sys.stderr)
+        return 3
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -228,6 +228,43 @@ def _accumulate_gradients(model, x_all, y_all, p: RunPlan, ctx: Dist, autocast) 
     return loss_sum / p.accum_steps
 
 
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1")  # SLURM's warning before a time limit or preemption
+
+
+class StopSignals:
+    """SIGTERM or SIGUSR1 asks the run to stop: it finishes the step it is in, checkpoints and
+    returns with status "interrupted" (no result record), so that a requeued or resubmitted
+    job resumes where it stopped. Installed only in the main thread and only where no other
+    handler is (submitit requeues its jobs itself); restored on exit."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._old: dict = {}
+
+    def __enter__(self) -> StopSignals:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for name in STOP_SIGNALS:
+                sig = getattr(signal, name, None)
+                # a handler someone else installed (submitit's requeue) is left in charge
+                if sig is not None and signal.getsignal(sig) in (signal.SIG_DFL, signal.SIG_IGN, None):
+                    self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, _frame) -> None:
+        import signal
+
+        self.received = signal.Signals(signum).name
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
 def format_duration(seconds: float) -> str:
     """45 -> '45s', 135 -> '2m15s', 7500 -> '2h05m', 200000 -> '2.3 days'."""
     s = max(0.0, float(seconds))
@@ -419,7 +456,9 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
         return last_val
 
     model.train()
+    stop = StopSignals()
     try:
+        stop.__enter__()
         for step in range(state.step, p.steps):
             t0 = time.perf_counter()
             lr = lr_at(step, p.steps, p.lr, cfg.warmup_frac, cfg.initial_lr_frac,
@@ -430,8 +469,10 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
             loss = _accumulate_gradients(model, torch.as_tensor(x_all[mine]),
                                          torch.as_tensor(y_all[mine]), p, ctx, autocast)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            check = torch.stack([loss, grad_norm.float().to(ctx.device)])
-            step_loss, norm = (all_reduce_sum(check, ctx) / ctx.world_size).tolist()
+            # the stop request rides on the reduction every step makes: all ranks stop together
+            asked = torch.tensor(float(stop.received is not None), device=ctx.device)
+            check = torch.stack([loss, grad_norm.float().to(ctx.device), asked])
+            step_loss, norm, stop_now = (all_reduce_sum(check, ctx) / ctx.world_size).tolist()
             if not (math.isfinite(step_loss) and math.isfinite(norm)):
                 status, diverged_at, last_loss = "diverged", step + 1, step_loss
                 monitor.write(f"step {step + 1}: loss {step_loss}, gradient norm {norm}: diverged")
@@ -464,9 +505,20 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
                                    {"step": state.step, "seed": cfg.seed, "window": dict(window),
                                     "last_loss": last_loss})
                 save_checkpoint(run_dir, raw, optimizer, saved, ctx, cfg.keep_checkpoints)
+            elif stop_now > 0 and run_dir is not None and state.step < p.steps:
+                saved = TrainState(state.step, state.tokens, elapsed(),
+                                   {"step": state.step, "seed": cfg.seed, "window": dict(window),
+                                    "last_loss": last_loss})
+                save_checkpoint(run_dir, raw, optimizer, saved, ctx, cfg.keep_checkpoints)
+            if stop_now > 0 and state.step < p.steps:
+                status = "interrupted"
+                monitor.write(f"step {state.step}/{p.steps}: {stop.received or 'stop signal'} "
+                              "received: checkpointed; resume to continue from this step")
+                break
         if status == "finished" and last_val_step != p.steps:
             validate()  # resumed from the final checkpoint, before the result was written
     finally:
+        stop.__exit__()
         monitor.close()
 
     result = {
@@ -495,7 +547,7 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
         "data_key": data.info.get("data_key"), "capscale_version": capscale.__version__,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    if run_dir is not None and ctx.is_main:
+    if run_dir is not None and ctx.is_main and status != "interrupted":
         records.write_result(run_dir, result)
     barrier(ctx)
     return result
