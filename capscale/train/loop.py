@@ -412,7 +412,7 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
         f"process(es) on {ctx.device}, {compute_dtype}")
 
     steps_left = p.steps - state.step
-    if ctx.is_main and steps_left > 0:
+    if steps_left > 0:  # every rank measures: a learned scale's first pass is a collective
         est = estimate_wall_time(raw, p, cfg, ctx, autocast, steps_left, len(val_windows))
         monitor.write(
             f"estimate: about {format_duration(est['total_s'])} for {steps_left:,} step(s) "
