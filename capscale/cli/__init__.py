@@ -14,6 +14,7 @@ import sys
 
 from capscale import __version__
 from capscale.errors import SPELLING, CapscaleError
+from capscale.numbers import HELP as NUMBER_HELP
 
 # name -> module under capscale.cli; the order is the order of `capscale --help`.
 COMMANDS = {
@@ -38,12 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="capscale",
         description="How well a model trains over a compressed representation: "
         "formats, Gaussian-MSE capacity, scaling-law fits, compressed training.",
+        epilog=NUMBER_HELP,
     )
     parser.add_argument("--version", action="version", version=f"capscale {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(f"capscale.cli.{module_name}")
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP, epilog=NUMBER_HELP)
         module.add_arguments(p)
         p.add_argument("--plugin", action="append", default=[], metavar="FILE.py|MODULE",
                        help="load user formats from a Python file or module that calls "

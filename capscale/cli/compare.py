@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from capscale.cli.args import FRACTION, POSITIVE
+from capscale.cli.predict import show_warnings
+
 HELP = ("rank formats by capacity, effective parameters per bit (iso-memory) and per bit "
         "operation, with the Pareto front; untrained formats via their GMSE (unified fits)")
 
@@ -18,14 +21,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="on weights/activations fits, apply a plain SPEC to both operands "
                         "(default) or to the weights only")
     g = p.add_argument_group("paired comparison (differences with paired bootstrap intervals)")
-    g.add_argument("--n", type=float, metavar="N", help="model size: compare the formats at N, D")
-    g.add_argument("--d", type=float, metavar="D", help="training tokens")
+    g.add_argument("--n", type=POSITIVE, metavar="N", help="model size: compare the formats at N, D")
+    g.add_argument("--d", type=POSITIVE, metavar="D", help="training tokens")
     g.add_argument("--memory", metavar="SIZE", help="also at equal memory: the N each format fits "
                                                     "in SIZE of weights (e.g. 4GB), at D")
     g.add_argument("--equal-compute", action="store_true",
                    help="also at equal compute: the N each format affords at the bit-op cost of "
                         "a dense N-parameter model (linear and quadratic counting)")
-    g.add_argument("--level", type=float, default=None, help="interval level (default: the fit's)")
+    g.add_argument("--level", type=FRACTION, default=None, help="interval level (default: the fit's)")
     p.add_argument("--plot", metavar="FILE", help="write the comparison plot (png, pdf, svg)")
     p.add_argument("--csv", metavar="FILE", help="write the table as CSV")
     p.add_argument("--json", action="store_true", help="print JSON records")
@@ -42,8 +45,10 @@ def run(args: argparse.Namespace) -> int:
     if args.n is not None or args.d is not None or args.memory or args.equal_compute:
         return _paired(fit, args)
     table = compare_formats(fit, args.specs or None, operands=args.operands)
+    warnings = table.attrs.get("warnings", [])
     if args.json:
         print(json.dumps(table.to_dict(orient="records"), indent=2, default=float))
+        show_warnings(warnings, json_mode=True)
     else:
         cols = [c for c in ("format", "rho", "rho_lo", "rho_hi", "trained", "gmse", "bits_weights",
                             "bits_activations", "iso_memory_gain", "rho_per_compute_linear",
@@ -53,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         print("iso_memory_gain = rho·16/bits (effective parameters per bit, relative to bf16); "
               "rho_per_compute_* = rho / bit-op cost relative to bf16 (linear: max(b_w, b_a)/16, "
               "quadratic: b_w·b_a/256)")
+        show_warnings(warnings)
     if args.csv:
         print(f"wrote {write_table(table, args.csv)}")
     if args.plot:
@@ -75,9 +81,10 @@ def _paired(fit, args: argparse.Namespace) -> int:
     res = paired_compare(fit, args.specs, N=args.n, D=args.d, memory=args.memory,
                          equal_compute=args.equal_compute, operands=args.operands,
                          level=args.level)
+    warnings = res["formats"].attrs.get("warnings", [])
     if args.json:
-        print(json.dumps({k: v.to_dict(orient="records") for k, v in res.items()}, indent=2,
-                         default=float))
+        print(json.dumps({**{k: v.to_dict(orient="records") for k, v in res.items()},
+                          "warnings": warnings}, indent=2, default=float))
         return 0
     level = args.level or fit.info["settings"]["interval_level"]
     pct = f"{level:.0%}"
@@ -100,4 +107,5 @@ def _paired(fit, args: argparse.Namespace) -> int:
                 diff = "loss not given by this fit; compared on N·rho"
             print(f"  {r.A} vs {r.B}: {diff}, rho A-B {r.d_rho:+.4f} [{r.d_rho_lo:+.4f}, "
                   f"{r.d_rho_hi:+.4f}], P({r.A} better) = {r.p_A_better:.3f}  [{r.basis}]")
+    show_warnings(warnings)
     return 0

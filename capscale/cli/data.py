@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from capscale.cli.args import COUNT1, FRACTION, POSITIVE
+from capscale.cli.args import COUNT1, FRACTION, INTEGER
 
 HELP = "Tokenize a text source into a cached train/validation split, or fetch a corpus."
 
@@ -28,11 +28,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="share of tokens held out as whole documents (default 0.05)")
     prep.add_argument("--val-tokens", type=COUNT1, default=None,
                       help="hold out this many tokens instead of a fraction")
-    prep.add_argument("--max-tokens", type=POSITIVE, default=None,
+    prep.add_argument("--max-tokens", type=COUNT1, default=None,
                       help="stop reading after this many tokens (needed for c4 and hf: sources)")
     prep.add_argument("--text-field", default="text",
                       help="field of .jsonl / hub rows, column of .parquet (default text)")
-    prep.add_argument("--split-seed", type=int, default=0, help="seed of the held-out documents")
+    prep.add_argument("--split-seed", type=INTEGER, default=0, help="seed of the held-out documents")
     prep.add_argument("--quiet", action="store_true", help="no progress bar")
     fetch = sub.add_parser(
         "fetch", help="download an optional builtin corpus (austen, shakespeare) into the cache",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from capscale.cli.args import COUNT0, COUNT1, FRACTION, POSITIVE
+from capscale.cli.args import COUNT0, COUNT1, FRACTION, INTEGER, POSITIVE
 
 HELP = "fit a scaling law (chinchilla, decoupled, unified, precision, sparsity) to a runs table"
 
@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bootstrap", type=COUNT0, default=1000, metavar="B",
                    help="bootstrap resamples for intervals (default 1000; 0 for none)")
     g.add_argument("--level", type=FRACTION, default=0.95, help="interval level (default 0.95)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=INTEGER, default=0)
     g.add_argument("--jobs", type=COUNT1, default=None, help="processes for the bootstrap (default: all cores)")
     g.add_argument("--no-heldout", action="store_true", help="skip the held-out fit")
     g.add_argument("--no-prune", action="store_true",

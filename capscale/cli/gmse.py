@@ -6,18 +6,22 @@ import argparse
 import json
 import sys
 
-from capscale.cli.args import FRACTION
+from capscale.cli.args import FRACTION, INTEGER
 
 HELP = "GMSE of formats on Gaussian data, with lower bounds and the predicted capacity ρ"
 
 
 def _shape(text: str) -> tuple[int, int]:
+    """ROWSxCOLS, each a whole number >= 1 in the number grammar (512x4096, 512x4Ki)."""
+    from capscale.numbers import NumberError, parse_number
+
+    parts = text.lower().split("x")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"shape must look like 512x4096, got {text!r}")
     try:
-        rows, cols = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"shape must look like 512x4096, got {text!r}") from None
-    if rows < 1 or cols < 1:
-        raise argparse.ArgumentTypeError(f"shape must be positive, got {text!r}")
+        rows, cols = (parse_number(v, name="--shape", lo=1, integer=True) for v in parts)
+    except NumberError as e:
+        raise argparse.ArgumentTypeError(f"{e} (a shape looks like 512x4096)") from None
     return rows, cols
 
 
@@ -27,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shape", type=_shape, default=None, metavar="ROWSxCOLS",
                    help="shape of each Gaussian tensor (per-row/group scales and top-k depend on it); default 512x4096")
     p.add_argument("--rel-err", type=FRACTION, default=1e-3, help="target relative standard error of Monte Carlo (default 1e-3)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=INTEGER, default=0)
     p.add_argument("--mc", action="store_true", help="Monte Carlo even where the exact integral applies")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print JSON records instead of a table")

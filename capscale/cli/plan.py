@@ -5,40 +5,45 @@ from __future__ import annotations
 
 import argparse
 
+from capscale.cli.args import COUNT1, INTEGER, POSITIVE, number
+
 HELP = ("plan the cheapest sweep that measures each format's capacity rho to a target 95% "
         "half-width (designed at a prior fit, confirmed by simulated refits; writes a sweep TOML)")
 
 
 def _floats(text: str) -> list[float]:
-    return [float(v) for v in text.split(",") if v.strip()]
+    from capscale.numbers import parse_number
+
+    return [float(parse_number(v, name="--tokens-per-param", lo=0, lo_open=True))
+            for v in text.split(",") if v.strip()]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", dest="formats", action="append", metavar="SPEC", required=True,
                    help="a format to measure (repeat); one spec names weights and activations, "
                         "W/A each (e.g. int4:had/none). Dense runs are always included")
-    p.add_argument("--target", type=float, required=True, metavar="HW",
+    p.add_argument("--target", type=POSITIVE, required=True, metavar="HW",
                    help="95%% half-width wanted on every format's rho, e.g. 0.02")
     p.add_argument("--prior", default="builtin:quest-unified", metavar="FIT",
                    help="the law the design is planned at: a fit JSON or builtin:NAME "
                         "(default builtin:quest-unified; a unified fit knows any spec's GMSE)")
-    p.add_argument("--noise", type=float, metavar="NATS",
+    p.add_argument("--noise", type=POSITIVE, metavar="NATS",
                    help="standard deviation of the final loss across seeds (default: from the "
                         "prior's residuals)")
     p.add_argument("--scale", choices=["paper", "cpu"], default="paper",
                    help="model ladder: paper (30M-200M, 25-200 tokens/param) or cpu (30k-1M)")
     p.add_argument("--sizes", metavar="S,...", help="model sizes instead of the ladder's (e.g. 30M,100M)")
     p.add_argument("--tokens-per-param", metavar="R,...", help="token budgets instead of the ladder's")
-    p.add_argument("--max-seeds", type=int, default=16, help="most seeds of one run (default 16)")
+    p.add_argument("--max-seeds", type=COUNT1, default=16, help="most seeds of one run (default 16)")
     p.add_argument("--runs", metavar="TABLE",
                    help="runs already done (a sweep's runs.csv): say whether the target is met "
                         "and which runs to add next")
     c = p.add_argument_group("cost (as in `capscale sweep --dry-run`)")
     c.add_argument("--accelerator", default=None, help="h100 (default), h200, a100, b200")
-    c.add_argument("--mfu", type=float, default=None, help="assumed model FLOPs utilisation (default 0.3)")
+    c.add_argument("--mfu", type=number(0, 1, lo_open=True), default=None, help="assumed model FLOPs utilisation (default 0.3)")
     s = p.add_argument_group("confirmation")
-    s.add_argument("--sims", type=int, default=400, help="simulated refits (default 400, at least 200)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--sims", type=number(200, integer=True), default=400, help="simulated refits (default 400, at least 200)")
+    s.add_argument("--seed", type=INTEGER, default=0)
     p.add_argument("-o", "--output", metavar="PLAN.toml", help="write the new runs as a sweep spec")
     p.add_argument("--name", default=None, help="sweep name in the TOML (default: from -o)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")

@@ -32,6 +32,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON records")
 
 
+def show_warnings(warnings, *, json_mode: bool = False) -> None:
+    """Print a table's warnings (extrapolation beyond the fitted runs, ...) as `predict` and
+    `compare` do: after the table, or on stderr beside JSON output."""
+    import sys
+
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr if json_mode else sys.stdout)
+
+
 def run(args: argparse.Namespace) -> int:
     from capscale.errors import CapscaleError
     from capscale.laws import compute_optimal, predict
@@ -56,8 +65,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{fit.law.name} fit: predicted loss")
             shown = table if table["extrapolation"].any() else table.drop(columns=["extrapolation"])
             print(shown.to_string(index=False, float_format=fmt))
-            for w in table.attrs.get("warnings", []):
-                print(f"warning: {w}")
+            show_warnings(table.attrs.get("warnings", []))
     if args.compute:
         table = compute_optimal(fit, args.compute, flops_per_param_token=args.flops_per_param_token,
                                 level=args.level, **rep, **extra)
@@ -66,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"\ncompute-optimal allocation (C = {args.flops_per_param_token:g}·N·D)")
             print(table.to_string(index=False, float_format=fmt))
-            for w in table.attrs.get("warnings", []):
-                print(f"warning: {w}")
+            show_warnings(table.attrs.get("warnings", []))
     if args.json:
         print(json.dumps(records, indent=2, default=float))
     return 0

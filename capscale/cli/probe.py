@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from capscale.cli.args import COUNT1, FRACTION, INTEGER
+
 HELP = ("measure formats on real tensors (a safetensors file, a run folder or checkpoint, a "
         "Hugging Face folder; activations with --data) and synthetic heavy-tailed ones, "
         "against their GMSE")
@@ -21,12 +23,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", metavar="SOURCE",
                    help="also capture the inputs of every linear layer of a run folder's model "
                         "on a few batches of this data source (as in training, e.g. builtin:wiki)")
-    p.add_argument("--batches", type=int, default=4, help="batches for the activations (default 4)")
-    p.add_argument("--batch-size", type=int, default=8, help="sequences per batch (default 8)")
+    p.add_argument("--batches", type=COUNT1, default=4, help="batches for the activations (default 4)")
+    p.add_argument("--batch-size", type=COUNT1, default=8, help="sequences per batch (default 8)")
     p.add_argument("--include-embeddings", action="store_true",
                    help="probe embeddings and LM head too (not compressed in training)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the Gaussian and synthetic tensors")
-    p.add_argument("--rel-err", type=float, default=1e-3,
+    p.add_argument("--seed", type=INTEGER, default=0, help="seed of the Gaussian and synthetic tensors")
+    p.add_argument("--rel-err", type=FRACTION, default=1e-3,
                    help="target relative standard error of the Monte Carlo GMSE (default 1e-3)")
     p.add_argument("-o", "--out", default="probe", metavar="DIR",
                    help="folder for tensors.csv, layer_types.csv, summary.csv and probe.png "

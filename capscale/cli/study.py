@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from capscale.cli.args import COUNT0, COUNT1
+
 HELP = "list, run (resumably) and report the unified paper's experiments as studies"
 
 
@@ -23,22 +25,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="cpu (default: the CPU ladder on the embedded corpus) or paper "
                           "(30M-200M on C4, the Llama-2 tokenizer, 100 tokens per parameter)")
     run.add_argument("-o", "--out", metavar="DIR", help="study folder (default studies/NAME-SCALE)")
-    run.add_argument("--jobs", type=int, help="runs at once (default: the ladder's)")
-    run.add_argument("--threads", type=int, help="CPU threads per run")
+    run.add_argument("--jobs", type=COUNT1, help="runs at once (default: the ladder's)")
+    run.add_argument("--threads", type=COUNT1, help="CPU threads per run")
     run.add_argument("--launcher", choices=["local", "torchrun", "slurm"],
                      help="local processes, one torchrun per run, or SLURM (default: the "
                           "ladder's: local at CPU scale, slurm at paper scale)")
     run.add_argument("--dry-run", action="store_true",
                      help="print the runs, their cost and the simulated interval of each ρ; "
                           "train nothing")
-    run.add_argument("--bootstrap", type=int, default=400, help="bootstrap resamples (400)")
+    run.add_argument("--bootstrap", type=COUNT0, default=400, help="bootstrap resamples (400)")
     run.add_argument("--quiet", action="store_true", help="no progress output")
     rep = sub.add_parser("report", help="analyse a study folder and write its report",
                          description="Analyse the finished runs of a study folder: ρ per "
                          "representation with intervals, the paper's claims checked, the "
                          "unified curve per compression type; writes DIR/report/index.html.")
     rep.add_argument("dir", help="study folder (from capscale study run)")
-    rep.add_argument("--bootstrap", type=int, default=400, help="bootstrap resamples (400)")
+    rep.add_argument("--bootstrap", type=COUNT0, default=400, help="bootstrap resamples (400)")
 
 
 def run(args: argparse.Namespace) -> int:

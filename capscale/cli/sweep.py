@@ -28,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sbatch", action="store_true",
                    help="slurm: write a job-array script to submit by hand instead of submitting")
     p.add_argument("--wait", action="store_true", help="slurm: wait for the submitted jobs")
+    p.add_argument("--requeue", action="store_true",
+                   help="slurm --sbatch: a task warned of its time limit (SIGUSR1) or preempted "
+                        "(SIGTERM) checkpoints, stops and requeues itself to resume")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     out = run_sweep(spec, args.out, launcher=args.launcher, jobs=args.jobs, threads=args.threads,
                     gpus_per_run=args.gpus_per_run, dry_run=args.dry_run,
                     collect_only=args.collect, sbatch=args.sbatch, wait=args.wait,
-                    quiet=args.quiet)
+                    quiet=args.quiet, requeue=args.requeue)
     if args.dry_run:  # what each ρ's interval would be, before a step is trained
         from capscale.studies.design import describe, simulate
 

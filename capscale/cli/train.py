@@ -12,20 +12,14 @@ import json
 import re
 import sys
 
-HELP = "train a Llama-style model over a compressed representation and record the run"
+from capscale.cli.args import COUNT1, INTEGER, NUMBER
 
-_SUFFIX = {"k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
+HELP = "train a Llama-style model over a compressed representation and record the run"
 
 
 def count(text: str) -> int:
-    """A token or step count: 3000000000, 3e9, 3B, 250M, 40k."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmbgt]?)\s*", text.lower())
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a count: {text!r} (e.g. 3e9, 3B, 250M, 40k)")
-    value = float(m[1]) * _SUFFIX.get(m[2], 1)
-    if value < 1 or value != int(value):
-        raise argparse.ArgumentTypeError(f"not a positive whole count: {text!r}")
-    return int(value)
+    """A token or step count in the number grammar: 3000000000, 3e9, 3B, 250M, 40k, 8Ki."""
+    return COUNT1(text)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,9 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("model")
     g.add_argument("--size", default=None, help=f"named size: {', '.join(SIZES)} (default 30M)")
-    g.add_argument("--n-layer", type=int, help="number of blocks (overrides the size's)")
-    g.add_argument("--n-embd", type=int, help="width (overrides the size's)")
-    g.add_argument("--n-head", type=int, help="attention heads (overrides the size's)")
+    g.add_argument("--n-layer", type=INTEGER, help="number of blocks (overrides the size's)")
+    g.add_argument("--n-embd", type=INTEGER, help="width (overrides the size's)")
+    g.add_argument("--n-head", type=INTEGER, help="attention heads (overrides the size's)")
     g.add_argument("--arch", default="llama", choices=ARCHS,
                    help="block: llama (the papers', default) or olmo2 (reordered norms, QK-norm, ReLU² MLP)")
 
@@ -45,14 +39,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--grad", default="trust", choices=QUANT_RULES,
                    help="gradient rule of quantizers: QuEST trust estimation (default), plain STE, clip, "
                         "or a learned scale: lsq, lsq+ (learned offset on activations), pact (learned clip)")
-    g.add_argument("--trust-radius", type=float, help="trust radius in RMS units (default: half a grid step)")
-    g.add_argument("--clip-scale", type=float, default=1.0, help="for --grad clip: multiple of the outer level")
+    g.add_argument("--trust-radius", type=NUMBER, help="trust radius in RMS units (default: half a grid step)")
+    g.add_argument("--clip-scale", type=NUMBER, default=1.0, help="for --grad clip: multiple of the outer level")
     g.add_argument("--hadamard", default="full", choices=HADAMARD_MODES,
                    help="full: rotate both operands; half: leave an uncompressed partner unrotated")
     g.add_argument("--sparse-grad", default="fw", choices=SPARSE_RULES,
                    help="backward mask of magnitude sparsity (unified paper: fw, rms, b-rms = RBBM, a-b-rms)")
-    g.add_argument("--sparse-p", type=float, default=0.2, help="median deviation p of rms/b-rms (default 0.2)")
-    g.add_argument("--sparse-area", type=float, default=0.5, help="band area a of a-b-rms (default 0.5)")
+    g.add_argument("--sparse-p", type=NUMBER, default=0.2, help="median deviation p of rms/b-rms (default 0.2)")
+    g.add_argument("--sparse-area", type=NUMBER, default=0.5, help="band area a of a-b-rms (default 0.5)")
 
     g = p.add_argument_group("data")
     g.add_argument("--data", default="builtin:wiki",
@@ -60,47 +54,48 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tokenizer", default="train:spm:4096",
                    help="train:spm:4096 (local SentencePiece), llama2, gpt2, mistral, or a path")
     g.add_argument("--data-cache", help="token cache folder (default: $CAPSCALE_CACHE or ~/.cache/capscale)")
-    g.add_argument("--val-fraction", type=float, help="held-out fraction of the data for validation")
-    g.add_argument("--seq-len", type=int, default=512, help="sequence length (default 512)")
+    g.add_argument("--val-fraction", type=NUMBER, help="held-out fraction of the data for validation")
+    g.add_argument("--seq-len", type=INTEGER, default=512, help="sequence length (default 512)")
     g.add_argument("--batch-tokens", type=count, default=262144,
-                   help="tokens per optimizer step, all processes together (default 262144 = 512 x 512)")
-    g.add_argument("--micro-batch", type=int, help="sequences per forward/backward and process (default: fit memory)")
+                   help="tokens per optimizer step, all processes together (default 262144 = 256Ki = "
+                        "512 x 512; 8k is 8000, 8Ki is 8192)")
+    g.add_argument("--micro-batch", type=INTEGER, help="sequences per forward/backward and process (default: fit memory)")
 
     g = p.add_argument_group("length (steps > tokens > tokens per parameter)")
-    g.add_argument("--tokens-per-param", type=float, default=100.0, help="D / N (default 100)")
-    g.add_argument("--tokens", type=count, help="training tokens D (e.g. 3e9, 3B)")
+    g.add_argument("--tokens-per-param", type=NUMBER, default=100.0, help="D / N (default 100)")
+    g.add_argument("--tokens", type=count, help="training tokens D (e.g. 3e9, 3B, 250M)")
     g.add_argument("--steps", type=count, help="optimizer steps")
 
     g = p.add_argument_group("optimisation")
-    g.add_argument("--lr", type=float, help="peak learning rate (default: the size's, from the ladder)")
+    g.add_argument("--lr", type=NUMBER, help="peak learning rate (default: the size's, from the ladder)")
     g.add_argument("--optimizer", default="adamw", choices=("adamw", "amsgrad"),
                    help="AdamW (0.9, 0.95), or AdamW with AMSGrad normalisation (the unified paper's Alg. 3)")
-    g.add_argument("--weight-decay", type=float, default=0.1)
-    g.add_argument("--grad-clip", type=float, default=1.0)
-    g.add_argument("--warmup-frac", type=float, default=0.1)
+    g.add_argument("--weight-decay", type=NUMBER, default=0.1)
+    g.add_argument("--grad-clip", type=NUMBER, default=1.0)
+    g.add_argument("--warmup-frac", type=NUMBER, default=0.1)
     g.add_argument("--warmup", default="cos", choices=("cos", "linear"))
-    g.add_argument("--beta1", type=float, default=0.9)
-    g.add_argument("--beta2", type=float, default=0.95)
-    g.add_argument("--eps", type=float, default=1e-8)
-    g.add_argument("--initial-lr-frac", type=float, default=0.01, help="warm-up starts at LR x this")
-    g.add_argument("--final-lr-frac", type=float, default=0.1, help="the cosine ends at LR x this")
+    g.add_argument("--beta1", type=NUMBER, default=0.9)
+    g.add_argument("--beta2", type=NUMBER, default=0.95)
+    g.add_argument("--eps", type=NUMBER, default=1e-8)
+    g.add_argument("--initial-lr-frac", type=NUMBER, default=0.01, help="warm-up starts at LR x this")
+    g.add_argument("--final-lr-frac", type=NUMBER, default=0.1, help="the cosine ends at LR x this")
 
     g = p.add_argument_group("evaluation and checkpoints")
-    g.add_argument("--eval-every", type=int, help="validate every k steps (default: 10 times per run)")
+    g.add_argument("--eval-every", type=INTEGER, help="validate every k steps (default: 10 times per run)")
     g.add_argument("--val-tokens", type=count, default=1 << 20, help="validation tokens (default 1,048,576)")
-    g.add_argument("--ckpt-every", type=int, help="checkpoint every k steps (default: 10 times per run)")
-    g.add_argument("--keep-checkpoints", type=int, default=1)
+    g.add_argument("--ckpt-every", type=INTEGER, help="checkpoint every k steps (default: 10 times per run)")
+    g.add_argument("--keep-checkpoints", type=INTEGER, default=1)
 
     g = p.add_argument_group("runtime")
     g.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/<size>-<w>-<a>-s<seed>)")
     g.add_argument("--resume", action="store_true",
                    help="continue the run in RUN_DIR from its latest checkpoint (starts it if absent)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=INTEGER, default=0)
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     g.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"),
                    help="auto: bf16 autocast on GPU, fp32 on CPU")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g.add_argument("--log-every", type=int, default=10)
+    g.add_argument("--log-every", type=INTEGER, default=10)
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--tensorboard", action="store_true", help="log to RUN_DIR/tensorboard")
     g.add_argument("--wandb", metavar="PROJECT", help="log to Weights & Biases")
@@ -179,6 +174,11 @@ def run(args) -> int:
     result = train(cfg, resume=args.resume)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
+    if result["status"] == "interrupted":
+        print(f"interrupted at step {result['D'] // cfg.batch_tokens:,} of {result['steps']:,} "
+              f"by a stop signal: checkpointed in {cfg.out}; run the same command with --resume "
+              "to continue", file=sys.stderr)
+        return 3
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -27,6 +27,7 @@ from capscale.errors import CapscaleError
 from capscale.laws import representation as rep
 from capscale.laws.fit import FitResult
 from capscale.laws.identify import MAX_RATIO, fit_unidentified
+from capscale.laws.predict import outside_fitted
 
 # formats compared when none are named (a unified fit predicts each from its GMSE)
 STANDARD_PANEL = ["int1", "int2", "int3", "int4", "int8", "int2:had", "int3:had", "int4:had",
@@ -112,6 +113,8 @@ def compare_formats(fit: FitResult, specs: list[str] | None = None, *, operands:
         rec["identified"], rec["why_not_identified"] = why is None, why or ""
         out.append(rec)
     df = pd.DataFrame(out)
+    # a format whose GMSE lies outside the fitted runs' is read off an extrapolated curve
+    df["extrapolation"], warnings = outside_fitted(fit, query, quantities=("gmse",))
     known = np.isfinite(df["bits_weights"].to_numpy())
     df["pareto_bits"] = False
     df.loc[known, "pareto_bits"] = pareto_front(df.loc[known, "bits_weights"].to_numpy(),
@@ -119,7 +122,9 @@ def compare_formats(fit: FitResult, specs: list[str] | None = None, *, operands:
     for col in ("rho", "rho_per_bit", "rho_per_compute_linear", "rho_per_compute_quadratic"):
         if col in df:
             df[f"rank_{col}"] = df[col].rank(ascending=False, method="min").astype("Int64")
-    return df.sort_values("rho", ascending=False).reset_index(drop=True)
+    df = df.sort_values("rho", ascending=False).reset_index(drop=True)
+    df.attrs["warnings"] = warnings
+    return df
 
 
 def _why_unidentified(fit: FitResult, unid: dict, key: str, query: pd.DataFrame, lo: float,

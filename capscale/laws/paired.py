@@ -26,23 +26,23 @@ import pandas as pd
 from capscale.errors import CapscaleError
 from capscale.laws import representation as rep
 from capscale.laws.fit import FitResult, _percentiles
-
-_UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+from capscale.laws.predict import outside_fitted
 
 
 def parse_memory(text: str | float) -> float:
-    """``"4GB"`` -> 4e9 bytes (``GiB`` = 2^30); a bare number is bytes."""
-    if isinstance(text, (int, float)):
-        value = float(text)
-    else:
-        m = re.fullmatch(r"\s*([0-9.]+(?:e[+-]?\d+)?)\s*([kmgt]i?b|b)?\s*", str(text).lower())
-        if not m:
-            raise CapscaleError(f"--memory {text!r}: give a size like 4GB, 512MB or 8GiB")
-        value = float(m[1]) * _UNITS[m[2] or ""]
-    if not (math.isfinite(value) and value > 0):
-        raise CapscaleError(f"--memory {text!r} must be positive")
-    return value
+    """``"4GB"`` -> 4e9 bytes, ``"8GiB"`` -> 8·2^30 (the number grammar of
+    :mod:`capscale.numbers`, with an optional trailing ``B`` for bytes); a bare number is bytes."""
+    from capscale.numbers import NumberError, parse_number
+
+    body = text
+    if isinstance(text, str):
+        m = re.fullmatch(r"(?i)(.*?[0-9kmgti])\s*b", text.strip())  # "4GB", "512 MB", "100b"
+        body = m[1] if m else text
+    try:
+        return float(parse_number(body, lo=0, lo_open=True))
+    except NumberError:
+        raise CapscaleError(f"--memory {text!r}: give a positive size like 4GB, 512MB or 8GiB "
+                            "(decimal k, M, G, T; binary Ki, Mi, Gi, Ti)") from None
 
 
 def _pairs_of(fit: FitResult, specs: list[str], operands: str) -> tuple[list[dict], bool]:
@@ -108,6 +108,9 @@ def paired_compare(fit: FitResult, specs: list[str], *, N: float, D: float,
     effective parameters N·ρ with intervals, and each pair (A, B) with the paired interval of
     loss_A − loss_B and ρ_A − ρ_B, and P(A better): the share of resamples where A's loss is
     lower (where the fit gives no loss, where A's N·ρ is larger), ties counting half.
+    Each format's ``extrapolation`` says what of its N, D, tokens per parameter or GMSE lies
+    outside the fitted runs (as :func:`~capscale.laws.predict` does), and
+    ``formats.attrs["warnings"]`` holds the same as sentences.
     """
     if len(specs) < 2:
         raise CapscaleError("give two or more formats to compare")
@@ -135,10 +138,13 @@ def paired_compare(fit: FitResult, specs: list[str], *, N: float, D: float,
         scenarios["equal compute, linear bit-ops"] = N * 16.0 / np.maximum(bw, ba)
         scenarios["equal compute, quadratic bit-ops"] = N * 256.0 / (bw * ba)
 
-    fmt_rows, pair_rows = [], []
+    fmt_rows, pair_rows, warnings = [], [], []
     for scen, Ns in scenarios.items():
-        q = pd.DataFrame([{k: v for k, v in r.items() if k != "format"} for r in rows])
+        # on a weights/activations fit the label "format" is not a column of the law
+        q = pd.DataFrame([{k: v for k, v in r.items() if k != "format" or not wa} for r in rows])
         q["N"], q["D"], q["loss"] = Ns, float(D), 1.0
+        notes, warns = outside_fitted(fit, q)  # the same check and words as `predict`
+        warnings += [w if scen == "same N" else f"{scen}: {w}" for w in warns]
         try:
             X = fit.law.design(q)
         except CapscaleError as e:
@@ -156,7 +162,7 @@ def paired_compare(fit: FitResult, specs: list[str], *, N: float, D: float,
             fmt_rows.append({"scenario": scen, "format": r["format"], "N": Ns[i], "D": float(D),
                              "bits_weights": bw[i], "loss": loss0[i] if has_loss else math.nan,
                              "loss_lo": lo_l, "loss_hi": hi_l, "rho": rho0[i], "rho_lo": lo_r,
-                             "rho_hi": hi_r, "N_eff": neff0[i]})
+                             "rho_hi": hi_r, "N_eff": neff0[i], "extrapolation": notes[i]})
         for i, j in itertools.combinations(range(len(rows)), 2):
             dl = loss[:, i] - loss[:, j]
             dr = rho[:, i] - rho[:, j]
@@ -176,4 +182,6 @@ def paired_compare(fit: FitResult, specs: list[str], *, N: float, D: float,
                 "p_A_better": float(win), "decided_by": "loss" if has_loss else "N·rho",
                 "basis": _basis(fit, rows[i], rows[j]) if same_n
                 else "fitted law (sizes differ: the ranking also trades N against rho)"})
-    return {"formats": pd.DataFrame(fmt_rows), "pairs": pd.DataFrame(pair_rows)}
+    formats = pd.DataFrame(fmt_rows)
+    formats.attrs["warnings"] = list(dict.fromkeys(warnings))
+    return {"formats": formats, "pairs": pd.DataFrame(pair_rows)}

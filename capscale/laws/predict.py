@@ -129,7 +129,7 @@ def predict(fit: FitResult, N, D, *, level: float | None = None, **representatio
         if "eff_lo" in res:
             res["N_dense_equivalent_lo"] = res["N"] * res["eff_lo"]
             res["N_dense_equivalent_hi"] = res["N"] * res["eff_hi"]
-    res["extrapolation"], res.attrs["warnings"] = _outside_fitted(fit, q)
+    res["extrapolation"], res.attrs["warnings"] = outside_fitted(fit, q)
     return res
 
 
@@ -137,13 +137,18 @@ def predict(fit: FitResult, N, D, *, level: float | None = None, **representatio
 RANGE_SLACK = 0.01
 
 
-def _outside_fitted(fit: FitResult, q: pd.DataFrame) -> tuple[list[str], list[str]]:
+def outside_fitted(fit: FitResult, q: pd.DataFrame,
+                   quantities=("N", "D", "tokens_per_param", "gmse")) -> tuple[list[str], list[str]]:
     """Per query row, what lies outside the fitted runs ('' when nothing), and one warning
-    per quantity."""
+    per quantity. ``quantities``: which of N, D, tokens per parameter and (unified fits) the
+    GMSE to check; `predict`, `compare` and the paired comparison all say it this way."""
     ranges = fit.info["data"].get("ranges") or {}
-    values = {"N": q["N"].to_numpy(float), "D": q["D"].to_numpy(float),
-              "tokens_per_param": (q["D"] / q["N"]).to_numpy(float)}
-    if fit.law.name == "unified" and "gmse" in ranges:
+    values = {}
+    if "N" in q and "D" in q:
+        values = {"N": q["N"].to_numpy(float), "D": q["D"].to_numpy(float),
+                  "tokens_per_param": (q["D"] / q["N"]).to_numpy(float)}
+    values = {k: v for k, v in values.items() if k in quantities}
+    if fit.law.name == "unified" and "gmse" in ranges and "gmse" in quantities:
         from capscale.laws import representation as rep
 
         slots = rep.part_table(q, split_composed=getattr(fit.law, "split_composed", False))

@@ -22,7 +22,7 @@ from pathlib import Path
 from capscale.errors import CapscaleError
 from capscale.sweep.spec import PlannedRun
 from capscale.sweep.state import progress_of, run_status
-from capscale.sweep.worker import BUSY, die_with_parent
+from capscale.sweep.worker import BUSY, INTERRUPTED, die_with_parent
 
 LOG = "train.log"
 
@@ -253,6 +253,8 @@ class ForkedRun:
 def _outcome(run_dir: Path, rc: int) -> str:
     if rc == BUSY:
         return "busy"
+    if rc == INTERRUPTED:
+        return "interrupted (checkpointed; launch again to resume)"
     status, _ = run_status(run_dir)
     if status in ("finished", "diverged"):
         return status

@@ -17,9 +17,11 @@ import pandas as pd
 from capscale.errors import CapscaleError
 from capscale.sweep import cost as cost_mod
 from capscale.sweep import slurm as slurm_mod
+from capscale.sweep.advice import fit_advice
 from capscale.sweep.local import Progress, launch_local
 from capscale.sweep.spec import LAUNCHERS, SweepSpec
 from capscale.sweep.state import (
+    RUNS_TABLE,
     STATUSES,
     check_unchanged,
     order_for_launch,
@@ -64,13 +66,54 @@ def plan_text(spec: SweepSpec, root: Path, launcher: str, jobs: int, gpus_per_ru
     lines.append("status: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES))
     lines.append(f"cost: {est.describe()}")
     lines.append(f"launcher: {launcher}, {jobs} run(s) at once, {gpus_per_run} process(es) per run")
+    lines.append(fit_advice(spec).describe(root / RUNS_TABLE))
     return "\n".join(lines)
+
+
+def _slurm_request(spec: SweepSpec) -> dict:
+    """The spec's [slurm] table with the time limit sized from the longest run's estimate."""
+    est = cost_mod.estimate(spec)
+    longest = max((est.hours_of(i) for i in range(len(spec.runs))), default=0.0)
+    return slurm_mod.size_request(spec.slurm, longest)
+
+
+def _node_local_warning(spec: SweepSpec, root: Path) -> str | None:
+    paths = [root.resolve()]
+    for r in spec.runs:
+        paths += [p for p in (r.config.data_cache, r.config.data) if p]
+    import os
+
+    paths.append(os.environ.get("CAPSCALE_CACHE") or "")
+    local = slurm_mod.node_local_paths(p for p in paths if p)
+    if not local:
+        return None
+    return (f"warning: {', '.join(local)} may be node-local on a cluster (jobs on other nodes "
+            "would not see it): put the runs folder, the data and the cache (--data-cache, "
+            "$CAPSCALE_CACHE) on a shared file system")
+
+
+def prepare_token_caches(runs, say=print) -> int:
+    """Tokenize each distinct (data, tokenizer) of ``runs`` into the cache now, once, so that
+    the jobs read it instead of each waiting on one tokenization. Returns how many."""
+    from capscale.train.data import open_run_data
+
+    seen = set()
+    for r in runs:
+        c = r.config
+        key = (c.data, c.tokenizer, c.data_cache, c.val_fraction)
+        if key in seen:
+            continue
+        seen.add(key)
+        say(f"[sweep] token cache: {c.data} x {c.tokenizer}")
+        open_run_data(c, planned_tokens=max(x.tokens for x in runs if x.config.data == c.data))
+    return len(seen)
 
 
 def run_sweep(spec: SweepSpec, root: str | Path | None = None, *, launcher: str | None = None,
               jobs: int | None = None, threads: int | None = None,
               gpus_per_run: int | None = None, dry_run: bool = False, collect_only: bool = False,
-              sbatch: bool = False, wait: bool = False, quiet: bool = False) -> SweepOutcome:
+              sbatch: bool = False, wait: bool = False, quiet: bool = False,
+              requeue: bool = False) -> SweepOutcome:
     """Bring every run of ``spec`` to an end (or submit it), then write the tables.
 
     ``launcher``/``jobs``/``threads``/``gpus_per_run`` default to the spec's ``[launcher]``
@@ -104,11 +147,15 @@ def run_sweep(spec: SweepSpec, root: str | Path | None = None, *, launcher: str 
         text = plan_text(spec, root, launcher, jobs, gpus_per_run)
         if launcher == "slurm":
             names = [r.name for r in spec.runs]
+            request = _slurm_request(spec)
             text += "\n\nSLURM job parameters (submitit): " + repr(
-                slurm_mod.job_parameters(spec.slurm, spec.name, gpus_per_run))
+                slurm_mod.job_parameters(request, spec.name, gpus_per_run))
             text += "\njob-array script (--sbatch writes it):\n" + slurm_mod.sbatch_script(
-                spec.slurm, spec.name, root / f".sweep-{runs_key(spec)}.json", names,
-                gpus_per_run)
+                request, spec.name, root / f".sweep-{runs_key(spec)}.json", names,
+                gpus_per_run, requeue)
+            warning = _node_local_warning(spec, root)
+            if warning:
+                text += "\n" + warning
         print(text)
         check_unchanged(spec, root)
         return SweepOutcome(root, status_table(spec, root), {})
@@ -117,12 +164,12 @@ def run_sweep(spec: SweepSpec, root: str | Path | None = None, *, launcher: str 
     with LaunchLock(root, runs_key(spec), f"spec {spec.source}"):
         check_unchanged(spec, root)
         return _launch(spec, root, launcher, jobs, threads, gpus_per_run, collect_only, sbatch,
-                       wait, quiet)
+                       wait, quiet, requeue)
 
 
 def _launch(spec: SweepSpec, root: Path, launcher: str, jobs: int, threads: int | None,
             gpus_per_run: int, collect_only: bool, sbatch: bool, wait: bool,
-            quiet: bool) -> SweepOutcome:
+            quiet: bool, requeue: bool = False) -> SweepOutcome:
     status = status_table(spec, root)
     diverged = status[status["status"] == "diverged"]["name"].tolist()
     done = int((status["status"] == "finished").sum())
@@ -153,12 +200,18 @@ def _launch(spec: SweepSpec, root: Path, launcher: str, jobs: int, threads: int 
             progress.close()
     elif todo and launcher == "slurm":
         names = [r.name for r in todo]
+        request = _slurm_request(spec)
+        warning = _node_local_warning(spec, root)
+        if warning:
+            _say(f"[sweep] {warning}", quiet)
+        prepare_token_caches(todo, lambda m: _say(m, quiet))  # once, before any job starts
         if sbatch:
-            path = slurm_mod.write_sbatch(spec.slurm, spec.name, manifest, names, gpus_per_run)
+            path = slurm_mod.write_sbatch(request, spec.name, manifest, names, gpus_per_run,
+                                          requeue)
             _say(f"[sweep] wrote {path} ({len(names)} array tasks); submit it with: sbatch {path}",
                  quiet)
         else:
-            submitted = slurm_mod.submit(spec.slurm, spec.name, manifest, names, gpus_per_run)
+            submitted = slurm_mod.submit(request, spec.name, manifest, names, gpus_per_run)
             ids = sorted({str(j.job_id).split("_")[0] for j in submitted})
             _say(f"[sweep] submitted {len(submitted)} run(s) as job(s) {', '.join(ids)}; logs in "
                  f"{root / slurm_mod.SLURM_DIR}; run the same command again to see where the "
@@ -176,8 +229,12 @@ def _launch(spec: SweepSpec, root: Path, launcher: str, jobs: int, threads: int 
     failed = [n for n, v in launched.items() if str(v).startswith("failed")]
     _say(f"[sweep] {spec.name}: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES)
          + (f" ({len(failed)} failed in this launch: {', '.join(failed)})" if failed else ""), quiet)
-    _say(f"[sweep] runs table: {runs_csv} (fit it with: capscale fit {runs_csv} --law decoupled)",
-         quiet)
+    advice = fit_advice(spec)
+    if advice.ok:
+        _say(f"[sweep] runs table: {runs_csv} (fit it with: {advice.command(runs_csv)})", quiet)
+    else:
+        _say(f"[sweep] runs table: {runs_csv}; the spec's runs cannot identify the "
+             f"{advice.law} law: {advice.problem}", quiet)
     return SweepOutcome(root, status, launched, runs_csv, status_csv, submitted)
 
 

@@ -33,7 +33,32 @@ SLURM_KEYS = {
     "job_name": str, "setup": list, "python": str, "additional": dict, "cluster": str,
 }
 CLUSTERS = ("slurm", "local", "debug")
-DEFAULTS = {"timeout_min": 1440, "cpus_per_gpu": 8, "array": True}
+DEFAULTS = {"cpus_per_gpu": 8, "array": True}
+DEFAULT_TIMEOUT_MIN = 1440  # without a cost estimate
+STOP_WARNING_S = 300  # SIGUSR1 this long before the time limit: checkpoint and stop
+NODE_LOCAL = ("/tmp", "/var/tmp", "/dev/shm", "/scratch/local", "/local")
+
+
+def size_request(slurm: dict, hours_per_run: float) -> dict:
+    """``slurm`` with its time limit sized from the cost estimate of the longest run (1.5x,
+    plus 10 minutes for start-up and evaluation, at least 15 minutes), unless the spec
+    gives ``timeout_min``."""
+    import math
+
+    out = dict(slurm)
+    if "timeout_min" not in out:
+        out["timeout_min"] = max(15, math.ceil(hours_per_run * 60 * 1.5 + 10))
+    return out
+
+
+def node_local_paths(paths) -> list[str]:
+    """The paths among ``paths`` that lie in node-local storage on most clusters."""
+    found = []
+    for p in paths:
+        text = str(p)
+        if any(text == d or text.startswith(d + "/") for d in NODE_LOCAL) and text not in found:
+            found.append(text)
+    return found
 SLURM_DIR = "slurm"
 
 
@@ -70,7 +95,8 @@ def validate_slurm(table: dict, where: str) -> dict:
 def job_parameters(slurm: dict, name: str, gpus_per_run: int) -> dict:
     """submitit's ``update_parameters`` arguments for one run's job."""
     params = {"name": slurm.get("job_name", f"capscale-{name}"),
-              "timeout_min": slurm["timeout_min"], "nodes": 1, "tasks_per_node": 1,
+              "timeout_min": slurm.get("timeout_min", DEFAULT_TIMEOUT_MIN), "nodes": 1,
+              "tasks_per_node": 1,
               "gpus_per_node": gpus_per_run,
               "cpus_per_task": slurm["cpus_per_gpu"] * max(1, gpus_per_run)}
     if "mem_gb" in slurm:
@@ -94,8 +120,11 @@ def _sbatch_time(minutes: int) -> str:
 
 
 def sbatch_script(slurm: dict, sweep_name: str, manifest: Path, names: list[str],
-                  gpus_per_run: int) -> str:
-    """A job-array script: task i runs the i-th of ``names``."""
+                  gpus_per_run: int, requeue: bool = False) -> str:
+    """A job-array script: task i runs the i-th of ``names``. The worker runs in the
+    background so that the script can pass on SLURM's signals: SIGUSR1 (sent
+    :data:`STOP_WARNING_S` seconds before the time limit) or SIGTERM (preemption) makes the
+    run checkpoint and stop; with ``requeue`` the task then requeues itself and resumes."""
     if not names:
         raise CapscaleError("no runs to submit")
     manifest = Path(manifest).resolve()  # the script runs from wherever SLURM starts it
@@ -106,7 +135,10 @@ def sbatch_script(slurm: dict, sweep_name: str, manifest: Path, names: list[str]
              "#SBATCH --nodes=1", "#SBATCH --ntasks-per-node=1",
              f"#SBATCH --cpus-per-task={p['cpus_per_task']}",
              f"#SBATCH --time={_sbatch_time(p['timeout_min'])}",
-             f"#SBATCH --output={root / SLURM_DIR / '%A_%a.log'}"]
+             f"#SBATCH --output={root / SLURM_DIR / '%A_%a.log'}",
+             f"#SBATCH --signal=B:USR1@{STOP_WARNING_S}"]
+    if requeue:
+        lines.append("#SBATCH --requeue")
     if gpus_per_run:
         lines.append(f"#SBATCH --gpus-per-node={gpus_per_run}")
     if "mem_gb" in p:
@@ -117,18 +149,35 @@ def sbatch_script(slurm: dict, sweep_name: str, manifest: Path, names: list[str]
     for k, v in (slurm.get("additional") or {}).items():
         flag = k.replace("_", "-")
         lines.append(f"#SBATCH --{flag}" if v is True else f"#SBATCH --{flag}={v}")
+    from capscale.sweep.worker import INTERRUPTED
+
+    task = '"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"'
     lines += ["", "set -euo pipefail", *slurm.get("setup", []),
               "RUNS=(" + " ".join(shlex.quote(n) for n in names) + ")",
-              f"exec {shlex.quote(slurm.get('python', sys.executable))} -m capscale.sweep.worker "
-              f"{shlex.quote(str(manifest))} \"${{RUNS[$SLURM_ARRAY_TASK_ID]}}\" --nproc {max(1, gpus_per_run)}",
+              f"{shlex.quote(slurm.get('python', sys.executable))} -m capscale.sweep.worker "
+              f"{shlex.quote(str(manifest))} \"${{RUNS[$SLURM_ARRAY_TASK_ID]}}\" "
+              f"--nproc {max(1, gpus_per_run)} &",
+              "child=$!",
+              "# time limit near (USR1) or preemption (TERM): the run checkpoints and stops",
+              "trap 'kill -TERM \"$child\" 2>/dev/null || true' USR1 TERM",
+              "set +e",
+              "wait \"$child\"; rc=$?",
+              'while kill -0 "$child" 2>/dev/null; do wait "$child"; rc=$?; done',
+              "set -e",
+              f"if [ \"$rc\" -eq {INTERRUPTED} ]; then",
+              (f"  scontrol requeue {task}; exit 0" if requeue else
+               "  echo \"run stopped at a checkpoint; submit the sweep again to resume\"; exit 0"),
+              "fi",
+              'exit "$rc"',
               ""]
     return "\n".join(lines)
 
 
 def write_sbatch(slurm: dict, sweep_name: str, manifest: Path, names: list[str],
-                 gpus_per_run: int) -> Path:
+                 gpus_per_run: int, requeue: bool = False) -> Path:
     path = manifest.parent / SLURM_DIR / "sweep.sbatch"
-    return atomic_write_text(path, sbatch_script(slurm, sweep_name, manifest, names, gpus_per_run))
+    return atomic_write_text(path, sbatch_script(slurm, sweep_name, manifest, names, gpus_per_run,
+                                                 requeue))
 
 
 def submitit_executor(slurm: dict, sweep_name: str, root: Path, gpus_per_run: int):

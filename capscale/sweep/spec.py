@@ -91,6 +91,14 @@ def _check_type(where: str, name: str, value, annotation: str):
         return None
     kinds = [k.strip() for k in annotation.split("|") if k.strip() != "None"]
     base = kinds[0] if kinds else "str"
+    if base in ("int", "float") and isinstance(value, str):  # "3B", "8Ki": the number grammar
+        from capscale.numbers import NumberError, parse_number
+
+        try:
+            value = parse_number(value, integer=base == "int")
+        except NumberError as e:
+            raise CapscaleError(f"{where}.{name} = {value!r}: expected {'an' if base == 'int' else 'a'} "
+                                f"{base}: {e}") from None
     ok = {"str": isinstance(value, str),
           "int": isinstance(value, int) and not isinstance(value, bool),
           "float": isinstance(value, (int, float)) and not isinstance(value, bool),
@@ -306,6 +314,10 @@ def _typed_table(table: dict, keys: dict, where: str) -> dict:
         if k not in keys:
             raise _unknown(where, k, keys)
         kind = keys[k]
+        if kind in (int, float) and isinstance(v, str):  # "3B", "8Ki": the number grammar
+            from capscale.numbers import parse_number
+
+            v = parse_number(v, name=f"{where}: {k} =", integer=kind is int)
         if kind is float and isinstance(v, int) and not isinstance(v, bool):
             v = float(v)
         if not isinstance(v, kind) or isinstance(v, bool):

@@ -25,6 +25,7 @@ from capscale.errors import CapscaleError
 MANIFEST = "sweep.json"
 LOCK = ".lock"
 BUSY = 75  # EX_TEMPFAIL: another process holds the run
+INTERRUPTED = 76  # the run stopped on SIGTERM/SIGUSR1 after a checkpoint: resubmit to resume
 
 
 def read_manifest(path: str | os.PathLike) -> dict:
@@ -202,8 +203,8 @@ def run_worker(manifest_path: str | os.PathLike, name: str, nproc: int = 1) -> i
         if nproc > 1:
             cmd = torchrun_command(str(manifest_path), name, nproc)
             return subprocess.call(cmd, preexec_fn=die_with_parent(signal.SIGTERM))
-        train(cfg, resume=True)
-        return 0
+        result = train(cfg, resume=True)
+        return INTERRUPTED if result.get("status") == "interrupted" else 0
     finally:
         lock.release()
 

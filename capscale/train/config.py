@@ -104,8 +104,16 @@ class TrainConfig:
             if v is not None and v < 1:
                 raise CapscaleError(f"{name.replace('_', '-')}={v}: must be >= 1")
         if self.batch_tokens % self.seq_len:
+            from capscale.numbers import binary_alternative
+
+            below = self.batch_tokens // self.seq_len * self.seq_len
+            near = [v for v in (below, below + self.seq_len) if v >= 1]
+            twin = binary_alternative(self.batch_tokens, self.seq_len)
+            hint = (f"; suffixes k, M are decimal (1k = 1000): did you mean {twin}? Ki, Mi are "
+                    "binary (1Ki = 1024)" if twin else "")
             raise CapscaleError(
-                f"batch-tokens={self.batch_tokens} is not a multiple of seq-len={self.seq_len}"
+                f"batch-tokens={self.batch_tokens:,} is not a multiple of seq-len={self.seq_len}: "
+                f"give a multiple such as {' or '.join(f'{v:,}' for v in near)}{hint}"
             )
         if not self.tokens_per_param > 0:
             raise CapscaleError(f"tokens-per-param={self.tokens_per_param}: must be > 0")

@@ -228,6 +228,93 @@ def _accumulate_gradients(model, x_all, y_all, p: RunPlan, ctx: Dist, autocast) 
     return loss_sum / p.accum_steps
 
 
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1")  # SLURM's warning before a time limit or preemption
+
+
+class StopSignals:
+    """SIGTERM or SIGUSR1 asks the run to stop: it finishes the step it is in, checkpoints and
+    returns with status "interrupted" (no result record), so that a requeued or resubmitted
+    job resumes where it stopped. Installed only in the main thread and only where no other
+    handler is (submitit requeues its jobs itself); restored on exit."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._old: dict = {}
+
+    def __enter__(self) -> StopSignals:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for name in STOP_SIGNALS:
+                sig = getattr(signal, name, None)
+                # a handler someone else installed (submitit's requeue) is left in charge
+                if sig is not None and signal.getsignal(sig) in (signal.SIG_DFL, signal.SIG_IGN, None):
+                    self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, _frame) -> None:
+        import signal
+
+        self.received = signal.Signals(signum).name
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def format_duration(seconds: float) -> str:
+    """45 -> '45s', 135 -> '2m15s', 7500 -> '2h05m', 200000 -> '2.3 days'."""
+    s = max(0.0, float(seconds))
+    if s < 60:
+        return f"{s:.0f}s" if s >= 10 else f"{s:.1f}s"
+    if s < 3600:
+        return f"{int(s // 60)}m{int(s % 60):02d}s"
+    if s < 48 * 3600:
+        return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
+    return f"{s / 86400:.1f} days"
+
+
+def estimate_wall_time(raw: nn.Module, p: RunPlan, cfg: TrainConfig, ctx: Dist, autocast,
+                       steps_left: int, n_val_windows: int) -> dict:
+    """The wall time of the steps left, from a short measurement before the first step: one
+    forward and backward of a micro-batch of random tokens through a copy of the model (so
+    the run's own weights, learned-scale initialisation and random streams are untouched),
+    timed after one warm-up pass. A step is ``accum_steps`` of those; a validation is a
+    forward (about a third) per validation window. Optimiser steps, data loading and
+    checkpoints come on top, so it is an estimate: the progress line's ETA is measured."""
+    import copy
+
+    devices = [ctx.device] if ctx.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        probe = copy.deepcopy(raw)
+        probe.train()
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randint(0, p.model.vocab_size, (p.micro_batch, cfg.seq_len + 1), generator=gen)
+        xb, yb = x[:, :-1].to(ctx.device), x[:, 1:].to(ctx.device)
+
+        def once() -> float:
+            if ctx.device.type == "cuda":
+                torch.cuda.synchronize(ctx.device)
+            t0 = time.perf_counter()
+            with autocast():
+                loss = probe(xb, yb)
+            loss.backward()
+            if ctx.device.type == "cuda":
+                torch.cuda.synchronize(ctx.device)
+            return time.perf_counter() - t0
+
+        once()  # warm-up: allocations, kernel selection, learned-scale initialisation
+        micro = once()
+    step_s = micro * p.accum_steps
+    evals = steps_left // p.eval_every + 1
+    val_s = evals * n_val_windows * micro / 3.0
+    return {"total_s": steps_left * step_s + val_s, "step_s": step_s, "micro_s": micro,
+            "evals": evals}
+
+
 def _write_run_header(run_dir: Path, cfg: TrainConfig, p: RunPlan, info: dict, compression: dict,
                       data: RunData, ctx: Dist, compute_dtype: str) -> None:
     record = {
@@ -324,7 +411,23 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
         f"w={compression['w_format']} a={compression['a_format']}, {ctx.world_size} "
         f"process(es) on {ctx.device}, {compute_dtype}")
 
+    steps_left = p.steps - state.step
+    if steps_left > 0:  # every rank measures: a learned scale's first pass is a collective
+        est = estimate_wall_time(raw, p, cfg, ctx, autocast, steps_left, len(val_windows))
+        monitor.write(
+            f"estimate: about {format_duration(est['total_s'])} for {steps_left:,} step(s) "
+            f"({est['step_s']:.3g} s per step of {p.accum_steps} micro-batch(es) measured on "
+            f"{ctx.device}, {est['evals']} validation(s) included"
+            f"{'; torch.compile adds its compile time' if cfg.compile else ''}); the ETA "
+            "follows in the progress line")
     start_wall = time.perf_counter()
+    start_step = state.step
+
+    def eta() -> str:
+        done = state.step - start_step
+        if done <= 0:
+            return "?"
+        return format_duration((time.perf_counter() - start_wall) / done * (p.steps - state.step))
 
     def elapsed() -> float:
         return state.elapsed_s + time.perf_counter() - start_wall
@@ -336,6 +439,10 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
     if state.data and isinstance(state.data.get("window"), dict):
         window.update(state.data["window"])
     status, diverged_at, last_loss = "finished", None, float("nan")
+    if state.data and isinstance(state.data.get("last_loss"), (int, float)):
+        # killed after its final checkpoint, before its record: the record still names the
+        # last step's training loss
+        last_loss = float(state.data["last_loss"])
     last_val, last_val_step = None, None
 
     def validate() -> float:
@@ -344,11 +451,14 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
         metrics.write({"kind": "val", "step": state.step, "tokens": state.tokens,
                        "val_loss": last_val, "elapsed_s": elapsed()})
         monitor.log(state.step, {"val/loss": last_val})
-        monitor.write(f"step {state.step}/{p.steps}: val loss {last_val:.4f}")
+        monitor.write(f"step {state.step}/{p.steps}: val loss {last_val:.4f}, elapsed "
+                      f"{format_duration(elapsed())}, ETA {eta()}")
         return last_val
 
     model.train()
+    stop = StopSignals()
     try:
+        stop.__enter__()
         for step in range(state.step, p.steps):
             t0 = time.perf_counter()
             lr = lr_at(step, p.steps, p.lr, cfg.warmup_frac, cfg.initial_lr_frac,
@@ -359,8 +469,10 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
             loss = _accumulate_gradients(model, torch.as_tensor(x_all[mine]),
                                          torch.as_tensor(y_all[mine]), p, ctx, autocast)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            check = torch.stack([loss, grad_norm.float().to(ctx.device)])
-            step_loss, norm = (all_reduce_sum(check, ctx) / ctx.world_size).tolist()
+            # the stop request rides on the reduction every step makes: all ranks stop together
+            asked = torch.tensor(float(stop.received is not None), device=ctx.device)
+            check = torch.stack([loss, grad_norm.float().to(ctx.device), asked])
+            step_loss, norm, stop_now = (all_reduce_sum(check, ctx) / ctx.world_size).tolist()
             if not (math.isfinite(step_loss) and math.isfinite(norm)):
                 status, diverged_at, last_loss = "diverged", step + 1, step_loss
                 monitor.write(f"step {step + 1}: loss {step_loss}, gradient norm {norm}: diverged")
@@ -390,11 +502,23 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
                     break
             if run_dir is not None and (state.step % p.ckpt_every == 0 or state.step == p.steps):
                 saved = TrainState(state.step, state.tokens, elapsed(),
-                                   {"step": state.step, "seed": cfg.seed, "window": dict(window)})
+                                   {"step": state.step, "seed": cfg.seed, "window": dict(window),
+                                    "last_loss": last_loss})
                 save_checkpoint(run_dir, raw, optimizer, saved, ctx, cfg.keep_checkpoints)
+            elif stop_now > 0 and run_dir is not None and state.step < p.steps:
+                saved = TrainState(state.step, state.tokens, elapsed(),
+                                   {"step": state.step, "seed": cfg.seed, "window": dict(window),
+                                    "last_loss": last_loss})
+                save_checkpoint(run_dir, raw, optimizer, saved, ctx, cfg.keep_checkpoints)
+            if stop_now > 0 and state.step < p.steps:
+                status = "interrupted"
+                monitor.write(f"step {state.step}/{p.steps}: {stop.received or 'stop signal'} "
+                              "received: checkpointed; resume to continue from this step")
+                break
         if status == "finished" and last_val_step != p.steps:
             validate()  # resumed from the final checkpoint, before the result was written
     finally:
+        stop.__exit__()
         monitor.close()
 
     result = {
@@ -423,7 +547,7 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
         "data_key": data.info.get("data_key"), "capscale_version": capscale.__version__,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    if run_dir is not None and ctx.is_main:
+    if run_dir is not None and ctx.is_main and status != "interrupted":
         records.write_result(run_dir, result)
     barrier(ctx)
     return result

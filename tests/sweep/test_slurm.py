@@ -44,8 +44,9 @@ def test_job_array_script(tmp_path):
         assert want in lines, want
     runs_line = next(line for line in lines if line.startswith("RUNS=("))
     assert runs_line == "RUNS=(" + " ".join(names) + ")"
-    assert lines[-1].endswith(f"-m capscale.sweep.worker {tmp_path / 'sweep.json'} "
-                              '"${RUNS[$SLURM_ARRAY_TASK_ID]}" --nproc 2')
+    worker = next(line for line in lines if "-m capscale.sweep.worker" in line)
+    assert worker.endswith(f"-m capscale.sweep.worker {tmp_path / 'sweep.json'} "
+                           '"${RUNS[$SLURM_ARRAY_TASK_ID]}" --nproc 2 &')
     assert text.index("module load") < text.index("RUNS=(")
 
 
@@ -157,3 +158,98 @@ cluster = "debug"
     assert out.launched == {r.name: "finished" for r in spec.runs}
     assert set(out.status["status"]) == {"finished"}
     assert len(Path(out.runs_csv).read_text().splitlines()) == 3
+
+
+TINY = """
+name = "tiny"
+[grid]
+size = ["30k"]
+formats = ["none", "int4"]
+[train]
+tokenizer = "train:spm:512"
+seq_len = 64
+batch_tokens = 1024
+tokens_per_param = 10
+[launcher]
+kind = "slurm"
+"""
+
+
+def test_the_request_is_sized_from_the_cost_estimate(tmp_path):
+    from capscale.sweep import cost
+    from capscale.sweep.runner import _slurm_request
+
+    tiny = spec_from_text(TINY)
+    text = sbatch_script(_slurm_request(tiny), "tiny", tmp_path / "m.json", ["a", "b"], 1)
+    assert "#SBATCH --time=00:15:00" in text  # runs of seconds: the 15-minute floor, not a day
+    big = spec_from_text(SPEC.replace("timeout_min = 90\n", ""))
+    est = cost.estimate(big)
+    longest = max(est.hours_of(i) for i in range(len(big.runs)))
+    minutes = _slurm_request(big)["timeout_min"]
+    assert longest * 60 * 1.5 + 10 <= minutes < longest * 60 * 1.5 + 11
+    assert _slurm_request(spec_from_text(SPEC))["timeout_min"] == 90  # the spec's own, kept
+
+
+def test_sbatch_prebuilds_the_token_cache_and_warns_about_node_local_paths(tmp_path, monkeypatch,
+                                                                           capsys):
+    from capscale.sweep.slurm import node_local_paths
+
+    assert node_local_paths(["/tmp/x", "/home/u/runs", "/dev/shm/c", "/tmpfoo"]) == [
+        "/tmp/x", "/dev/shm/c"]
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CAPSCALE_CACHE", str(cache))
+    spec = spec_from_text(TINY)
+    run_sweep(spec, tmp_path / "root", sbatch=True, requeue=True)
+    err = capsys.readouterr().err
+    assert list((cache / "tokens").glob("builtin-wiki--train-spm-512--*"))  # built before submit
+    if str(tmp_path).startswith("/tmp/"):
+        assert "may be node-local" in err and str(tmp_path / "root") in err
+    text = (tmp_path / "root" / "slurm" / "sweep.sbatch").read_text()
+    assert "#SBATCH --requeue" in text and "#SBATCH --signal=B:USR1@300" in text
+
+
+FAKE_RUN = """#!/bin/bash
+# stands in for the worker: trains until told to stop, then 'checkpoints' and exits 76
+trap 'echo stopped > "$OUT/stopped"; exit 76' TERM
+echo "$@" > "$OUT/args"
+for i in $(seq 300); do sleep 0.1; done
+exit 0
+"""
+
+
+@pytest.mark.parametrize("requeue", [True, False])
+def test_the_script_passes_the_time_limit_signal_on_and_requeues(tmp_path, requeue):
+    """The generated script under bash: SIGUSR1 to the batch shell (SLURM's --signal=B:USR1)
+    reaches the run as SIGTERM; the run stops at a checkpoint (exit 76) and the task
+    requeues itself with scontrol (with --requeue) or says how to resume."""
+    import signal
+    import subprocess
+    import time
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "python"
+    fake.write_text(FAKE_RUN)
+    (bin_dir / "scontrol").write_text('#!/bin/sh\necho "$@" > "$OUT/scontrol"\n')
+    for f in bin_dir.iterdir():
+        f.chmod(f.stat().st_mode | stat.S_IEXEC)
+    slurm = validate_slurm({"python": str(fake)}, "t")
+    script = tmp_path / "job.sh"
+    script.write_text(sbatch_script(slurm, "x", tmp_path / "m.json", ["run-a", "run-b"], 0,
+                                    requeue=requeue))
+    env = {**os.environ, "OUT": str(tmp_path), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "1"}
+    proc = subprocess.Popen(["bash", str(script)], env=env, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "args").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR1)
+    out = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 0
+    assert (tmp_path / "stopped").exists()
+    assert "run-b" in (tmp_path / "args").read_text()
+    if requeue:
+        assert (tmp_path / "scontrol").read_text().split() == ["requeue", "77_1"]
+    else:
+        assert not (tmp_path / "scontrol").exists() and "submit the sweep again" in out

@@ -58,3 +58,50 @@ def test_epochs_are_counted_in_the_log_and_the_record(tmp_path, data, capsys):
     assert result["epochs"] == pytest.approx(steps * 512 / train_tokens)
     assert result["epochs"] > 2
     assert f"is {result['epochs']:.2f} epochs of the training split" in capsys.readouterr().err
+
+
+def test_train_prints_an_estimate_before_the_first_step_and_an_eta(tmp_path, data, capsys):
+    cfg = TrainConfig(size="30k", seq_len=32, batch_tokens=512, steps=4, lr=1e-2, progress=False,
+                      val_tokens=512, log_every=1, eval_every=2, out=str(tmp_path / "run"))
+    train(cfg, data=data)
+    err = capsys.readouterr().err.splitlines()
+    first_step = next(i for i, ln in enumerate(err) if ln.startswith("step "))
+    estimate = [i for i, ln in enumerate(err) if ln.startswith("estimate: about ")]
+    assert estimate and estimate[0] < first_step, err
+    assert "for 4 step(s)" in err[estimate[0]] and "3 validation(s)" in err[estimate[0]]
+    val_lines = [ln for ln in err if ln.startswith("step ") and "val loss" in ln]
+    assert val_lines and all(", ETA " in ln and "elapsed" in ln for ln in val_lines)
+    assert val_lines[-1].endswith("ETA 0.0s")
+
+
+def test_the_measurement_leaves_the_run_unchanged(tmp_path, data, monkeypatch):
+    """The estimate runs a copy of the model under its own random streams: a run with a
+    learned scale (initialised from the first tensor it sees) is bit-identical without it."""
+    from capscale.train import loop
+
+    def run(name):
+        cfg = TrainConfig(size="30k", seq_len=32, batch_tokens=512, steps=3, lr=1e-2,
+                          progress=False, val_tokens=512, w_format="int4", a_format="int4",
+                          grad="lsq", out=str(tmp_path / name))
+        return train(cfg, data=data)
+
+    measured = run("measured")
+    monkeypatch.setattr(loop, "estimate_wall_time",
+                        lambda *a, **k: {"total_s": 0.0, "step_s": 0.0, "micro_s": 0.0, "evals": 1})
+    plain = run("plain")
+    assert measured["loss"] == plain["loss"]
+    assert measured["final_train_loss"] == plain["final_train_loss"]
+
+
+def test_a_kill_between_the_final_checkpoint_and_the_record_keeps_the_train_loss(tmp_path, data):
+    """Found by the sweep fault-injection test: resumed from its final checkpoint, a run
+    recorded final_train_loss None. The checkpoint carries it."""
+    from pathlib import Path
+
+    cfg = TrainConfig(size="30k", seq_len=32, batch_tokens=512, steps=3, lr=1e-2, progress=False,
+                      val_tokens=512, ckpt_every=1, out=str(tmp_path / "run"))
+    whole = train(cfg, data=data)
+    (Path(cfg.out) / "result.json").unlink()  # as if killed before the record was written
+    resumed = train(cfg, data=data, resume=True)
+    assert resumed["final_train_loss"] == whole["final_train_loss"] is not None
+    assert resumed["loss"] == whole["loss"]
