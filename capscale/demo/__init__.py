@@ -168,6 +168,10 @@ def run_training_sweep(out: Path, jobs: int | None, threads: int | None):
     return spec, outcome
 
 
+# The QuEST training method of the demo's compressed runs (trust estimation, no rotation).
+DEMO_METHOD = "Trust"
+
+
 def measure_capacity(sweep_df: pd.DataFrame, quest_unified, n_bootstrap: int = N_BOOTSTRAP
                      ) -> pd.DataFrame:
     """Each trained format's ρ measured against the sweep's own dense ladder: the decoupled
@@ -179,8 +183,11 @@ def measure_capacity(sweep_df: pd.DataFrame, quest_unified, n_bootstrap: int = N
     table, _ = measured_capacity(sweep_df, n_bootstrap=n_bootstrap)
     curve = []
     for w, a in zip(table["w_format"], table["a_format"]):
+        # the QuEST curves are per training method: the demo trains with trust estimation
+        # and no Hadamard rotation, QuEST's "Trust" runs
         query = pd.DataFrame({"N": [1.0], "D": [1.0], "loss": [1.0], "w_format": [w],
-                              "a_format": [a]})
+                              "a_format": [a], "w_method": [DEMO_METHOD],
+                              "a_method": [DEMO_METHOD]})
         curve.append(float(quest_unified.predict(query).iloc[0]["eff"]))
     table["rho_quest_curve"] = curve
     return table

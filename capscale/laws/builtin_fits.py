@@ -136,7 +136,9 @@ def builtin_fit(name: str, *, rebuild: bool = False) -> FitResult:
         fit = build(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         fit.to_json(path)
-    return fit
+    # the first use answers from the stored copy too, so that it prints the very numbers
+    # every later use will (the stored form rounds what the fitter held in memory)
+    return FitResult.load(path)
 
 
 def build(name: str, n_bootstrap: int = N_BOOTSTRAP) -> FitResult:

@@ -66,3 +66,32 @@ def test_a_ladder_that_cannot_be_read_is_an_error_not_a_number():
     flipped.loc[at, "loss"] = 3.0 + 1e-6 * flipped.loc[at, "N"]
     with pytest.raises(CapscaleError, match="does not fall with N"):
         measure_capacity(flipped, _Curve(), n_bootstrap=20)
+
+
+def test_stage3_reads_the_quest_curve_of_the_demos_training_method():
+    """The stage-2 fit keys its curves on the training method: the demo's query must name
+    one (trust estimation, QuEST's "Trust"), as the real fit refuses a row without."""
+    from capscale.demo import DEMO_METHOD, QUEST_GROUPS
+    from capscale.laws import fit_law
+
+    rng = np.random.default_rng(0)
+    rows = [{"N": n, "D": d, "w_format": "none", "a_format": "none", "w_method": "none",
+             "a_method": "none", "rho": 1.0} for n in (3e7, 5e7, 1e8) for d in (3e9, 1e10)]
+    for f, r in (("int4", 0.67), ("int2", 0.2), ("int8", 0.98)):
+        rows += [{"N": n, "D": 1e10, "w_format": f, "a_format": f, "w_method": DEMO_METHOD,
+                  "a_method": DEMO_METHOD, "rho": r} for n in (3e7, 5e7, 1e8)]
+    q = pd.DataFrame(rows)
+    q["loss"] = 1.8 + 400 * (q["N"] * q["rho"]) ** -0.34 + 4e3 * q["D"] ** -0.3
+    q["loss"] += rng.normal(0, 1e-3, len(q))
+    unified = fit_law(q.drop(columns="rho"), "unified", capacity_groups=QUEST_GROUPS,
+                      n_bootstrap=0, heldout=False)
+    df, _ = runs()
+    table = measure_capacity(df, unified, n_bootstrap=20)
+    curve = table.set_index("format")["rho_quest_curve"]
+    assert np.isfinite(curve).all()
+    assert curve["int2/int2"] < curve["int4/int4"] < curve["int8/int8"]
+    # a query without the method is refused by the real fit (what the demo once sent)
+    bare = pd.DataFrame({"N": [1.0], "D": [1.0], "loss": [1.0], "w_format": ["int4"],
+                         "a_format": ["int4"]})
+    with pytest.raises(CapscaleError, match="method"):
+        unified.predict(bare)
