@@ -41,29 +41,14 @@ def study_spec(name: str, scale: str = "cpu"):
 # --------------------------------------------------------------- cost
 
 
-# Seconds per optimizer step of one run on one core, as a + b·(training FLOPs per step): the
-# least-squares line through the dense step times of the ladder's five widths on a quiet
-# machine (14-56 ms, BENCHMARKS.md "The CPU ladder"); compressed runs (fake quantization of
-# weights and activations, trust masks) take COMPRESSED_SLOWDOWN times longer (60 against 30
-# ms at width 48, 107 against 56 at width 96, INT4).
-CPU_STEP_SECONDS = (0.0137, 1.0 / 4.38e10)
-COMPRESSED_SLOWDOWN = 2.0
-
-
 def cpu_seconds(spec) -> float:
     """Wall time of the spec on 2 cores, two runs at once (an estimate from the ladder's
-    measured step times; total core-seconds over 2)."""
-    from capscale.laws import representation as rep
+    measured step times, :func:`capscale.sweep.cost.cpu_seconds_of`; total core-seconds
+    over 2)."""
     from capscale.sweep import vocab_size_of
+    from capscale.sweep.cost import cpu_seconds_of
 
-    a, b = CPU_STEP_SECONDS
-    total = 0.0
-    for r in spec.runs:
-        vocab = vocab_size_of(r.config.tokenizer)[0]
-        per_step = a + b * r.flops(vocab) / max(r.steps, 1)
-        dense = rep.is_dense(r.config.w_format) and rep.is_dense(r.config.a_format)
-        total += r.steps * per_step * (1.0 if dense else COMPRESSED_SLOWDOWN)
-    return total / 2.0
+    return sum(cpu_seconds_of(r, vocab_size_of(r.config.tokenizer)[0]) for r in spec.runs) / 2.0
 
 
 def catalog_table() -> pd.DataFrame:

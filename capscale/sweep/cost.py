@@ -62,6 +62,35 @@ class CostEstimate:
                 f"{self.peak_flops / 1e12:,.0f} TFLOP/s (dense BF16 peak)")
 
 
+# Seconds per optimizer step of one run on one CPU core, as a + b·(training FLOPs per step):
+# the least-squares line through the dense step times of the CPU ladder's five widths on a
+# quiet machine (14-56 ms, BENCHMARKS.md "The CPU ladder"); compressed runs (fake quantization
+# of weights and activations, trust masks) take COMPRESSED_SLOWDOWN times longer (60 against
+# 30 ms at width 48, 107 against 56 at width 96, INT4).
+CPU_STEP_SECONDS = (0.0137, 1.0 / 4.38e10)
+COMPRESSED_SLOWDOWN = 2.0
+# A sweep whose longest run takes less than this on one core is CPU-sized: a SLURM request
+# for it asks for no GPU.
+CPU_SIZED_HOURS = 1.0
+
+
+def cpu_seconds_of(run, vocab_size: int) -> float:
+    """One run's estimated time on one quiet CPU core."""
+    from capscale.laws import representation as rep
+
+    a, b = CPU_STEP_SECONDS
+    steps = max(run.steps, 1)
+    per_step = a + b * run.flops(vocab_size) / steps
+    dense = rep.is_dense(run.config.w_format) and rep.is_dense(run.config.a_format)
+    return steps * per_step * (1.0 if dense else COMPRESSED_SLOWDOWN)
+
+
+def cpu_sized(spec: SweepSpec) -> bool:
+    """Whether every run of the spec would take under CPU_SIZED_HOURS on one CPU core."""
+    return all(cpu_seconds_of(r, vocab_size_of(r.config.tokenizer)[0]) < CPU_SIZED_HOURS * 3600
+               for r in spec.runs)
+
+
 def estimate(spec: SweepSpec, mfu: float | None = None, accelerator: str | None = None) -> CostEstimate:
     c = spec.cost
     accel = (accelerator or c.get("accelerator") or DEFAULT_ACCELERATOR).lower()

@@ -135,10 +135,12 @@ def run_sweep(spec: SweepSpec, root: str | Path | None = None, *, launcher: str 
             from capscale.sweep.local import visible_gpus
 
             gpus_per_run = max(1, len(visible_gpus()) // jobs)
+        elif launcher == "slurm" and cost_mod.cpu_sized(spec):
+            gpus_per_run = 0  # runs of minutes on a CPU: ask SLURM for CPUs only
         else:
             gpus_per_run = 1
     for label, value in (("jobs", jobs), ("gpus-per-run", gpus_per_run)):
-        if value < 1:
+        if value < (0 if label == "gpus-per-run" and launcher == "slurm" else 1):
             raise CapscaleError(f"--{label} {value}: must be at least 1")
     if launcher == "local" and gpus_per_run > 1:
         raise CapscaleError("the local launcher runs one process per run; use --launcher "

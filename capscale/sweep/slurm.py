@@ -34,6 +34,7 @@ SLURM_KEYS = {
 }
 CLUSTERS = ("slurm", "local", "debug")
 DEFAULTS = {"cpus_per_gpu": 8, "array": True}
+CPU_JOB_CPUS = 2  # a CPU-sized run (no GPU): one training process and its data loading
 DEFAULT_TIMEOUT_MIN = 1440  # without a cost estimate
 STOP_WARNING_S = 300  # SIGUSR1 this long before the time limit: checkpoint and stop
 NODE_LOCAL = ("/tmp", "/var/tmp", "/dev/shm", "/scratch/local", "/local")
@@ -98,7 +99,8 @@ def job_parameters(slurm: dict, name: str, gpus_per_run: int) -> dict:
               "timeout_min": slurm.get("timeout_min", DEFAULT_TIMEOUT_MIN), "nodes": 1,
               "tasks_per_node": 1,
               "gpus_per_node": gpus_per_run,
-              "cpus_per_task": slurm["cpus_per_gpu"] * max(1, gpus_per_run)}
+              "cpus_per_task": (slurm["cpus_per_gpu"] * gpus_per_run if gpus_per_run
+                                else CPU_JOB_CPUS)}
     if "mem_gb" in slurm:
         params["mem_gb"] = slurm["mem_gb"]
     for k in ("partition", "account", "qos", "constraint"):
@@ -154,12 +156,16 @@ def sbatch_script(slurm: dict, sweep_name: str, manifest: Path, names: list[str]
     task = '"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"'
     lines += ["", "set -euo pipefail", *slurm.get("setup", []),
               "RUNS=(" + " ".join(shlex.quote(n) for n in names) + ")",
+              "# time limit near (USR1) or preemption (TERM): the run checkpoints and stops; the",
+              "# trap is set before the run starts, so a signal that comes early is not lost",
+              'child=""; stop=0',
+              "trap 'stop=1; if [ -n \"$child\" ]; then kill -TERM \"$child\" 2>/dev/null || "
+              "true; fi' USR1 TERM",
               f"{shlex.quote(slurm.get('python', sys.executable))} -m capscale.sweep.worker "
               f"{shlex.quote(str(manifest))} \"${{RUNS[$SLURM_ARRAY_TASK_ID]}}\" "
               f"--nproc {max(1, gpus_per_run)} &",
               "child=$!",
-              "# time limit near (USR1) or preemption (TERM): the run checkpoints and stops",
-              "trap 'kill -TERM \"$child\" 2>/dev/null || true' USR1 TERM",
+              'if [ "$stop" -eq 1 ]; then kill -TERM "$child" 2>/dev/null || true; fi',
               "set +e",
               "wait \"$child\"; rc=$?",
               'while kill -0 "$child" 2>/dev/null; do wait "$child"; rc=$?; done',

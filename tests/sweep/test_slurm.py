@@ -253,3 +253,21 @@ def test_the_script_passes_the_time_limit_signal_on_and_requeues(tmp_path, reque
         assert (tmp_path / "scontrol").read_text().split() == ["requeue", "77_1"]
     else:
         assert not (tmp_path / "scontrol").exists() and "submit the sweep again" in out
+
+
+def test_a_cpu_sized_sweep_asks_for_cpus_only(tmp_path, capsys):
+    """Runs of minutes on one core get no GPU and two CPUs; a 30M-scale sweep keeps its GPU
+    and eight CPUs per GPU (cost model: capscale.sweep.cost.cpu_seconds_of)."""
+    from capscale.sweep import cost
+
+    tiny = spec_from_text(TINY.replace('kind = "slurm"\n', 'kind = "slurm"\n'))
+    assert cost.cpu_sized(tiny)
+    run_sweep(tiny, tmp_path / "tiny", launcher="slurm", dry_run=True)
+    out = capsys.readouterr().out
+    assert "#SBATCH --gpus-per-node" not in out
+    assert "#SBATCH --cpus-per-task=2" in out and "'gpus_per_node': 0" in out
+    big = spec_from_text(SPEC.replace("gpus_per_run = 2\n", ""))
+    assert not cost.cpu_sized(big)
+    run_sweep(big, tmp_path / "big", launcher="slurm", dry_run=True)
+    out = capsys.readouterr().out
+    assert "#SBATCH --gpus-per-node=1" in out and "#SBATCH --cpus-per-task=8" in out
