@@ -62,8 +62,9 @@ class GMSEResult:
         return asdict(self)
 
 
-def exact_gmse(fmt: Format, shape: tuple[int, int] = DEFAULT_SHAPE) -> float | None:
-    """The exact GMSE when the format allows it (at `shape` for block formats), else None."""
+def exact_gmse(fmt: Format, shape: tuple[int, int] = DEFAULT_SHAPE, tensor_amax: float | None = None) -> float | None:
+    """The exact GMSE when the format allows it (at `shape` for block formats; NVFP4 at the
+    tensor scale of `tensor_amax` when given), else None."""
     if len(fmt.parts) != 1:
         return 0.0 if fmt.is_identity else None
     part = fmt.parts[0]
@@ -71,7 +72,7 @@ def exact_gmse(fmt: Format, shape: tuple[int, int] = DEFAULT_SHAPE) -> float | N
         return float(part.mse)
     if isinstance(part, ScalarQuantizer) and part.scaling.rule == "rms" and part.scaling.group in ("row", "tensor"):
         return grid_gmse(part.levels, part.alpha)
-    return exact_block_gmse(part, _check_shape(shape))
+    return exact_block_gmse(part, _check_shape(shape), tensor_amax)
 
 
 def rows_independent(fmt: Format) -> bool:
@@ -111,10 +112,15 @@ def gmse(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     progress: bool = False,
+    tensor_amax: float | None = None,
 ) -> GMSEResult:
     """GMSE of a format on standard Gaussian data, with its standard error.
 
     `exact=False` forces Monte Carlo (to check the exact path, or to see finite-row effects).
+    NVFP4's FP32 tensor scale g = amax/2688 places its E4M3 block scales, so its GMSE depends
+    on the tensor maximum: by default it is the expectation over Gaussian tensors of `shape`,
+    each with its own maximum; `tensor_amax` (in σ) sets a static tensor scale instead, blocks
+    above it saturating (exact only; 4.5 gives the published 0.0090463).
     Monte Carlo stops at the target relative error, at ``max_values`` values or at
     ``max_tensors`` tensors (tiny shapes: each costs a call), with the error it reached.
     """
@@ -124,8 +130,10 @@ def gmse(
         raise CapscaleError(f"rel_err must be in (0, 1), got {rel_err}")
     start = time.perf_counter()
     bits = f.bits((rows, cols))
+    if tensor_amax is not None and not (exact and tensor_amax > 0):
+        raise CapscaleError("a fixed tensor maximum (tensor_amax > 0) applies to the exact NVFP4 integral only")
     if exact:
-        value = exact_gmse(f, (rows, cols))
+        value = exact_gmse(f, (rows, cols), tensor_amax)
         if value is not None:
             return GMSEResult(f.spec, value, 0.0, "exact", bits, 0, (rows, cols), time.perf_counter() - start)
 
