@@ -40,10 +40,11 @@ import torch
 from capscale.formats.grids import FPSpec
 
 _ENABLED = [True]
+DIRECT: bool | None = None  # force the output mode (tests, benchmarks); None: by table size
 FAST_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 CPU_CHUNK = 30_000  # below ATen's grain (32768): each op runs inline, no thread hand-off
 # |y32 − y64| ≤ 2^-22.99·|y| + 2^-150 (see above); the margins below keep a factor 2 to spare
-REL_TOL = 2.0**-21
+REL_TOL = 2.0**-22
 ABS_TOL = 2.0**-140
 
 
@@ -92,10 +93,13 @@ class Decision:
 
     @property
     def tol(self) -> float:
-        """The decision margin, in the units the kernel compares in."""
+        """The decision margin, in the units the kernel compares in: REL_TOL times the largest
+        |y| at which a boundary lies (beyond it every y decides alike), plus ABS_TOL."""
         if self.kind == "fp":  # z = y / step is at most 2^(man+1)
             return REL_TOL * 2.0 ** (self.fp.man + 1) + 2.0**-100
-        return REL_TOL * (self.top + 2) + ABS_TOL
+        if self.kind == "floor":  # boundaries at the integers up to (top − 1)/2
+            return REL_TOL * ((self.top + 1) / 2 + 1) + ABS_TOL
+        return REL_TOL * (self.top + 1) + ABS_TOL  # round: at k + 1/2 up to top − 1/2
 
     @property
     def max_step(self) -> float:
@@ -111,11 +115,11 @@ class Decision:
         cache = self.__dict__.setdefault("_lut", {})
         if key not in cache:
             mids = np.asarray(self.mids, dtype=np.float64)
-            buckets = max(1 << 14, 64 * len(mids))  # over [-1, 1]
+            buckets = max(1 << 16, 64 * len(mids))  # over [-1, 1]
             half = buckets / 2
             lo = np.arange(buckets) / half - 1.0
             hi = lo + 1.0 / half
-            delta = 2.0**-20  # > |y32 − y64| + the rounding of (y + 1)·half
+            delta = 2.0**-21  # > |y32 − y64| + the rounding of (y + 1)·half (2^-22.4)
             left = np.searchsorted(mids, lo - delta, side="left")
             right = np.searchsorted(mids, hi + delta, side="right")
             level = np.where(left == right, left, -1).astype(np.int32)
@@ -169,17 +173,34 @@ class _Kernel:
         else:  # level indices, or the ExMy values 0, 1, ..., 2^(man+1) at unit step
             self.keys = torch.arange(self.L, dtype=torch.float64, device=dev).unsqueeze(0)
         self.tiny, self.fmax = _finite_out(x.dtype)
-        self.thr = 0.5 - dec.tol
-        f32 = torch.float32
-        self.y = torch.empty(size, dtype=f32, device=dev)
-        self.k = torch.empty(size, dtype=f32, device=dev)
-        self.d = torch.empty(size, dtype=f32, device=dev)
-        self.idx = torch.empty(size, dtype=torch.int32, device=dev)
+        # d (see `block`) flags an element when d <= lo or d >= hi
+        tol = dec.tol
+        self.lo, self.hi = (tol, 1.0 - tol) if dec.kind == "floor" else (-0.5 + tol, 0.5 - tol)
+        self.offset = dec.offset if dec.kind == "floor" else 0
+        self.size = size
+        self.buffers: dict[tuple[int, int], tuple] = {}
         if dec.kind == "fp":
-            self.st = torch.empty(size, dtype=f32, device=dev)
             self.exp_mask = torch.tensor(0x7F800000, dtype=torch.int32, device=dev)
         self.flagged: list[torch.Tensor] = []
         self.bad: list[torch.Tensor] = []
+        # outputs: looked up in per-group tables, or (`direct`) the value formula in float64
+        # on each decided level, cheaper for tiny groups (NVFP4's 16) whose tables cost more
+        # to build than they save
+        self.direct = dec.kind != "lut" and (DIRECT if DIRECT is not None else x.shape[1] <= 32)
+
+    def views(self, r: int, c: int):
+        """Temporaries shaped (r, c), carved from buffers allocated once."""
+        if not self.buffers:
+            f32, dev = torch.float32, self.x.device
+            self.flat = [torch.empty(self.size, dtype=f32, device=dev) for _ in range(4)]
+            self.flat_idx = torch.empty(self.size, dtype=torch.int32, device=dev)
+        key = (r, c)
+        if key not in self.buffers:
+            m = r * c
+            y, k, d, st = (b[:m].view(r, c) for b in self.flat)
+            iv = self.flat_idx[:m]
+            self.buffers[key] = (y, k, d, st, st.view(torch.int32), iv, iv.view(r, c))
+        return self.buffers[key]
 
     def prepare(self, g0: int, g1: int):
         """Per group of [g0, g1): the float32 multiplier, the output table, the bad groups."""
@@ -187,8 +208,9 @@ class _Kernel:
         sg = self.s[g0:g1]
         c32 = (dec.mult / torch.where(sg > 0, sg, torch.ones_like(sg))).to(torch.float32)
         ok = (sg > 0) & (c32 >= 2.0**-126) & (c32 <= 2.0**126)
-        t64 = self.values(self.keys, sg)  # groups × L, float64
-        if dec.kind == "fp":  # step·T must equal T at step·unit: all outputs normal and finite
+        self.s_rows = sg
+        t64 = None if self.direct else self.values(self.keys, sg)  # groups × L, float64
+        if t64 is not None and dec.kind == "fp":  # step·T equals T at step·unit: outputs normal, finite
             a = t64.abs()
             lo = a[:, 1:].amin(dim=1, keepdim=True) * min(1.0, dec.min_step)
             hi = a.amax(dim=1, keepdim=True) * max(1.0, dec.max_step)
@@ -197,9 +219,10 @@ class _Kernel:
             self.bad.append((~ok).nonzero()[:, 0] + g0)
             c32 = torch.where(ok, c32, torch.zeros_like(c32))
         self.c32 = c32
-        self.table = _cast(t64, self.x.dtype).reshape(-1)
+        self.table = None if t64 is None else _cast(t64, self.x.dtype).reshape(-1)
         self.g0 = g0
-        self.base = torch.arange(g1 - g0, dtype=torch.int32, device=sg.device).mul_(self.L).unsqueeze(1)
+        self.base = (torch.arange(g1 - g0, dtype=torch.int32, device=sg.device).mul_(self.L)
+                     .add_(self.offset).unsqueeze(1))
 
     def run(self, blocks):
         n = self.x.shape[1]
@@ -216,61 +239,67 @@ class _Kernel:
         dec = self.dec
         xs = self.x[rows, cols]
         r, c = xs.shape
-        m = r * c
-        y, k, d = self.y[:m].view(r, c), self.k[:m].view(r, c), self.d[:m].view(r, c)
-        iv = self.idx[:m]
+        y, k, d, st, sb, iv, iv2 = self.views(r, c)
         lr = slice(rows.start - self.g0, rows.stop - self.g0)
         torch.mul(xs, self.c32[lr], out=y)
-        flag = True
-        if dec.kind == "floor":  # ⌊y⌋ decides; flag y within tol of an integer
+        kind = dec.kind
+        if kind == "floor":  # ⌊y⌋ decides; d = y − ⌊y⌋ near 0 or 1 is near a boundary
             torch.floor(y, out=k)
             torch.sub(y, k, out=d)
-            d.sub_(0.5).abs_()
             k.clamp_(-dec.offset, dec.top - dec.offset)
-            iv.copy_(k.view(-1))
-            iv.add_(dec.offset)
-        elif dec.kind == "round":  # |round(y)| decides, the sign of y; flag y near k + 1/2
+        elif kind == "round":  # |round(y)| decides, the sign of y; d = |y| − k near ±1/2
             torch.abs(y, out=d)
             torch.round(d, out=k)
-            d.sub_(k).abs_()
+            d.sub_(k)
             k.clamp_(max=dec.top)
-            iv.copy_(k.view(-1))
-        elif dec.kind == "fp":  # z = |y|/step rounded; flag z near k + 1/2
-            st = self.st[:m].view(r, c)
+        elif kind == "fp":  # z = |y|/step rounded; d = z − k near ±1/2
             torch.abs(y, out=d)
             d.clamp_(max=float(dec.fp.max_value))
-            sb = st.view(torch.int32)
             torch.bitwise_and(d.view(torch.int32), self.exp_mask, out=sb)
             sb.sub_(dec.fp.man << 23)
             st.clamp_min_(dec.min_step)
             d.div_(st)
             torch.round(d, out=k)
-            d.sub_(k).abs_()
-            iv.copy_(k.view(-1))
+            d.sub_(k)
         else:  # lut: the level of y's fine bucket; -1 where a cell boundary is near
             torch.add(y, 1.0, out=k)
             k.mul_(self.half).floor_().clamp_(0, self.lut.numel() - 1)
             iv.copy_(k.view(-1))
             lv = self.lut.index_select(0, iv)
-            flag = bool(lv.min() < 0)
-            if flag:
-                d.view(-1).copy_(lv).neg_()  # 1 where flagged, below 0.5 elsewhere
+            if bool(lv.min() < 0):
+                d.view(-1).copy_(lv)  # -1 where flagged, >= 0 elsewhere
                 lv.clamp_(min=0)
+                flagged = (d < 0).view(-1)
+            else:
+                flagged = None
             iv.copy_(lv)
-        if flag is True:
-            flag = bool(d.max() >= self.thr)
-        if r > 1 or lr.start:
-            iv.view(r, c).add_(self.base[lr])
+        if kind != "lut":
+            lo, hi = torch.aminmax(d)
+            near = lo.item() <= self.lo or hi.item() >= self.hi
+            flagged = ((d <= self.lo) | (d >= self.hi)).view(-1) if near else None
         oc = self.out[rows, cols]  # contiguous: whole rows, or a stretch of one row
-        torch.index_select(self.table, 0, iv, out=oc.view(-1))
-        if dec.kind == "fp":
-            oc.mul_(st).copysign_(y)
-        elif dec.kind == "round":
-            oc.copysign_(y)
-        if flag:
-            pos = (d.view(-1) >= self.thr).nonzero()[:, 0]
-            rr = pos // c
-            self.flagged.append(pos + rr * (self.x.shape[1] - c) + offset)
+        if self.direct:  # the reference's own value formula on the decided levels, in float64
+            if kind == "floor":
+                k.add_(dec.offset)
+            elif kind == "round":
+                k.copysign_(y)
+            else:
+                k.mul_(st).copysign_(y)
+            v = self.values(k.double(), self.s_rows[lr]).clamp_(-self.fmax, self.fmax)
+            oc.copy_(v)
+        else:
+            if kind != "lut":
+                iv.copy_(k.view(-1))
+            if r > 1 or lr.start or self.offset:
+                iv2.add_(self.base[lr])
+            torch.index_select(self.table, 0, iv, out=oc.view(-1))
+            if kind == "fp":
+                oc.mul_(st).copysign_(y)
+            elif kind == "round":
+                oc.copysign_(y)
+        if flagged is not None:
+            pos = flagged.nonzero()[:, 0]
+            self.flagged.append(pos + (pos // c) * (self.x.shape[1] - c) + offset)
 
 
 def grid_quantize(

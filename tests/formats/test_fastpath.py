@@ -66,6 +66,18 @@ def test_fast_path_equals_reference_on_random_tensors(spec, dtype):
         assert torch.isfinite(fast).all(), (spec, dtype, i)
 
 
+@pytest.mark.parametrize("direct", [False, True], ids=["tables", "direct"])
+@pytest.mark.parametrize("spec", ["int4", "int8:zero:absmax:g32", "ternary", "e2m1:absmax:g16", "e4m3:absmax:tensor",
+                                  "e5m2", "nvfp4", "int3:absmax:g32"])
+def test_both_output_modes_equal_the_reference(spec, direct, monkeypatch):
+    """Outputs from per-group tables and from the value formula applied to each decided level
+    (the default for groups of up to 32) are the same bits."""
+    monkeypatch.setattr(fastpath, "DIRECT", direct)
+    for dtype in DTYPES:
+        for i, x in enumerate(random_tensors(dtype, seed=3)):
+            assert_same(*both(spec, x), (spec, dtype, i))
+
+
 @pytest.mark.parametrize("case", GRID_CASES, ids=[c[0] for c in GRID_CASES])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_fast_path_equals_reference_at_ties(case, dtype):
