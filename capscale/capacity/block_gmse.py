@@ -179,10 +179,17 @@ def _nvfp4_gmse(part: NVFP4Quantizer, numel: int, t_pieces: int = 6) -> float:
 
 
 def nvfp4_gmse_at_tensor_amax(amax: float, block: int = 16) -> float:
-    """NVFP4's GMSE on Gaussian blocks when the tensor scale is set by a tensor maximum of
-    `amax` (g = amax / 2688) and the blocks' own maxima are unconstrained: the GMSE of a huge
-    tensor at a given tensor scale. GMSE wobbles with amax (the E4M3 block scales shift on
-    their grid) by about ±0.1%."""
+    """NVFP4's GMSE on Gaussian blocks at a static FP32 tensor scale g = amax / 2688 (`amax` in
+    units of σ, as a scale calibrated in advance would be): the blocks' own maxima are
+    unconstrained, so a block whose maximum exceeds `amax` saturates its E4M3 scale at 448.
+
+    Where no block saturates (amax ≳ 6) it is periodic in log2(amax) with period 1 (doubling g
+    doubles every E4M3 block scale, exactly, while they stay in E4M3's normal range) and
+    wobbles over a period between 0.0090437 and 0.0090591 (mean 0.0090515) as the block
+    scales shift on the E4M3 grid. The published 0.0090463 is its value at amax = 4.5, where
+    one block in 9,000 saturates (+4.6e-5 relative). The GMSE at a shape (`_nvfp4_gmse`) is
+    the other convention: each tensor's own maximum sets its scale and bounds every block's
+    (0.0090450 at 512 × 4096, 0.0090480 at 4096 × 4096)."""
     lo, hi = _support(block)
     rest, _ = _nvfp4_block_errors(amax / (6.0 * E4M3.max_value), block, hi)
     return rest / block
@@ -201,13 +208,17 @@ def _positive_levels(spec) -> np.ndarray:
     return _positive_levels_cached(spec)
 
 
-def exact_block_gmse(part: Part, shape: tuple[int, int]) -> float | None:
+def exact_block_gmse(part: Part, shape: tuple[int, int], tensor_amax: float | None = None) -> float | None:
     """The exact GMSE of one block-scaled part on a (rows, cols) Gaussian tensor, or None when
-    it is not a block format this module integrates."""
+    it is not a block format this module integrates. NVFP4 with `tensor_amax`: at the fixed
+    tensor scale that tensor maximum sets (`nvfp4_gmse_at_tensor_amax`) instead of averaged
+    over the tensor maximum of the shape."""
     rows, cols = shape
     if isinstance(part, MXQuantizer):
         return _mx_gmse(part) if cols % part.block == 0 else None
     if isinstance(part, NVFP4Quantizer):
+        if tensor_amax is not None:
+            return nvfp4_gmse_at_tensor_amax(tensor_amax, part.block)
         return _nvfp4_gmse(part, rows * cols) if cols % part.block == 0 else None
     if isinstance(part, ScalarQuantizer) and part.scaling.rule == "absmax":
         group = part.scaling.group

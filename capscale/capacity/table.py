@@ -39,6 +39,7 @@ def gmse_table(
     seed: int = 0,
     exact: bool = True,
     progress: bool = True,
+    tensor_amax: float | None = None,
 ) -> pd.DataFrame:
     """One row per format: bits, GMSE ± s.e., log_{1/4} GMSE, ratios to both lower bounds, and
     ρ from the unified paper's Llama/C4 constants."""
@@ -46,7 +47,7 @@ def gmse_table(
     for i, spec in enumerate(specs):
         if progress:
             print(f"\r[{i + 1}/{len(specs)}] {spec:<28}", end="", file=sys.stderr, flush=True)
-        r = gmse(spec, shape=shape, rel_err=rel_err, seed=seed, exact=exact)
+        r = gmse(spec, shape=shape, rel_err=rel_err, seed=seed, exact=exact, tensor_amax=tensor_amax)
         b = r.bits_per_value
         finite_bits = np.isfinite(b)
         rows.append({

@@ -33,6 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rel-err", type=FRACTION, default=1e-3, help="target relative standard error of Monte Carlo (default 1e-3)")
     p.add_argument("--seed", type=INTEGER, default=0)
     p.add_argument("--mc", action="store_true", help="Monte Carlo even where the exact integral applies")
+    p.add_argument("--tensor-amax", type=float, default=None, metavar="A",
+                   help="NVFP4: GMSE at a static FP32 tensor scale A/2688 (A in units of σ, blocks above it "
+                        "saturate; 4.5 gives the published 0.0090463) instead of each tensor's own scale "
+                        "averaged over tensors of --shape")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print JSON records instead of a table")
     out.add_argument("--csv", action="store_true", help="print CSV instead of a table")
@@ -52,6 +56,16 @@ def format_table(df) -> str:
     return "\n".join(lines)
 
 
+def nvfp4_note(shape: tuple[int, int], tensor_amax: float | None) -> str:
+    """The convention behind the nvfp4 row: its FP32 tensor scale amax/2688 places the E4M3
+    block scales, so its GMSE depends on the tensor maximum (periodically in log2 amax)."""
+    if tensor_amax is not None:
+        return (f"nvfp4: at a static FP32 tensor scale {tensor_amax:g}σ/2688 (blocks of 16 i.i.d. "
+                "N(0, 1), those above it saturate); over a doubling of the scale it ranges 0.0090437-0.0090591.")
+    return (f"nvfp4: expected over {shape[0]}x{shape[1]} Gaussian tensors, each with its own FP32 "
+            "tensor scale amax/2688; --tensor-amax A fixes the scale (4.5: the published 0.0090463).")
+
+
 def run(args) -> int:
     from capscale.capacity import DEFAULT_SHAPE, UNIFIED_LLAMA_C4_SOURCE
     from capscale.capacity.table import STANDARD_PANEL, gmse_table
@@ -63,8 +77,11 @@ def run(args) -> int:
         parse_format(s)
     if not 0 < args.rel_err < 1:
         raise CapscaleError(f"--rel-err must be in (0, 1), got {args.rel_err}")
-    df = gmse_table(specs, shape=args.shape or DEFAULT_SHAPE, rel_err=args.rel_err, seed=args.seed,
-                    exact=not args.mc, progress=sys.stderr.isatty())
+    if args.tensor_amax is not None and (args.mc or not args.tensor_amax > 0):
+        raise CapscaleError("--tensor-amax takes a positive tensor maximum and the exact integral (not --mc)")
+    shape = args.shape or DEFAULT_SHAPE
+    df = gmse_table(specs, shape=shape, rel_err=args.rel_err, seed=args.seed,
+                    exact=not args.mc, progress=sys.stderr.isatty(), tensor_amax=args.tensor_amax)
     if args.json:
         print(json.dumps(df.to_dict(orient="records"), indent=2))
     elif args.csv:
@@ -73,6 +90,8 @@ def run(args) -> int:
         print(format_table(df))
         print(f"\nρ: capacity predicted from GMSE with {UNIFIED_LLAMA_C4_SOURCE}.")
         print("÷4^-b: GMSE over Shannon's rate–distortion bound at the same bits per value.")
+        if any(parse_format(s).spec == "nvfp4" for s in specs):
+            print(nvfp4_note(shape, args.tensor_amax))
     if args.out:
         from capscale.io import write_table
 

@@ -216,7 +216,11 @@ class Format:
 
     def _quantize(self, x: torch.Tensor) -> torch.Tensor:
         shape, dtype = x.shape, x.dtype
-        work = x if dtype in (torch.float32, torch.float64) else x.double()
+        # bf16/fp16 inputs are computed in float64, except by a lone part that rounds them
+        # once to their own dtype itself (the scale-then-grid quantizers, NVFP4)
+        native = (self.rotation is None and len(self.parts) == 1
+                  and getattr(self.parts[0], "native_low_precision", False))
+        work = x if dtype in (torch.float32, torch.float64) or native else x.double()
         x2d = work.reshape(1, -1) if work.dim() < 2 else work.reshape(-1, shape[-1])
         block = None
         if self.rotation is not None:

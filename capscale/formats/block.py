@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from capscale.formats import fastpath
 from capscale.formats.base import (
     TENSOR_SCALE_BITS,
     Part,
@@ -31,6 +32,7 @@ from capscale.formats.base import (
     masked_absmax,
     saturating_cast,
 )
+from capscale.formats.fastpath import Decision
 from capscale.formats.grids import FPSpec, fp_spec
 from capscale.formats.rounding import round_fp
 
@@ -95,6 +97,21 @@ class MXQuantizer(Part):
         return active_fraction * MX_ELEMENTS[self.element][2] + 8 / self.block, 0.0
 
 
+def _nvfp4_elements(x64: torch.Tensor, denom: torch.Tensor) -> torch.Tensor:
+    """NVFP4's elements in float64: E2M1_RNE(x / (s·g)) clamped to ±6, times s·g; signed zeros
+    in a block whose scale underflows to 0."""
+    q = round_fp((x64 / torch.where(denom > 0, denom, torch.ones_like(denom))).clamp_(-6.0, 6.0), E2M1)
+    return torch.where(denom > 0, _times_scale(q, denom), x64 * 0.0)
+
+
+def _times_scale(q: torch.Tensor, denom: torch.Tensor) -> torch.Tensor:
+    return q * denom
+
+
+# the E2M1 decision of x / (s·g), for the float32 fast path
+_E2M1_DECISION = Decision("fp", 1.0, fp=E2M1)
+
+
 @dataclass(frozen=True)
 class NVFP4Quantizer(Part):
     block: int = 16
@@ -105,12 +122,16 @@ class NVFP4Quantizer(Part):
     def spec(self) -> str:
         return "nvfp4"
 
+    native_low_precision = True  # bf16/fp16 inputs are rounded once to their own dtype here
+
     def apply(self, x2d, active):
         xv = group_view(x2d, self.block, self.spec)
         av = None if active is None else group_view(active, self.block, self.spec)
-        amax_block = masked_absmax(xv, av).double()
+        amax_block = (fastpath.absmax(xv) if av is None else masked_absmax(xv, av)).double()
         bad = ~torch.isfinite(amax_block)
-        amax_block = torch.where(bad, torch.zeros((), dtype=torch.float64), amax_block)
+        any_bad = bool(bad.any())
+        if any_bad:
+            amax_block = torch.where(bad, torch.zeros((), dtype=torch.float64), amax_block)
         amax_tensor = amax_block.max()
         if amax_tensor == 0:  # every finite active entry is already exactly ±0
             q = _nan_blocks(xv, bad)
@@ -119,10 +140,17 @@ class NVFP4Quantizer(Part):
         g = (amax_tensor.to(torch.float32) / (6.0 * E4M3.max_value)).clamp_min(2.0**-149).double()
         s = round_fp(amax_block / (6.0 * g), E4M3)
         denom = s * g  # exact in float64 (4 + 24 significant bits)
+        if av is None and not any_bad and fastpath.enabled() and xv.dtype in fastpath.FAST_DTYPES:
+            dtype = xv.dtype
+
+            def reference(x64, d64):
+                return saturating_cast(_nvfp4_elements(x64, d64), dtype)
+
+            q = fastpath.grid_quantize(xv.reshape(-1, self.block), denom.reshape(-1, 1), _E2M1_DECISION,
+                                       _times_scale, reference)
+            return q.reshape(x2d.shape), None
         x64 = torch.where(torch.isfinite(xv), xv, torch.zeros((), dtype=xv.dtype, device=xv.device)).double()
-        q = round_fp((x64 / torch.where(s > 0, denom, torch.ones_like(denom))).clamp_(-6.0, 6.0), E2M1) * denom
-        q = torch.where(s > 0, q, x64 * 0.0)  # a block whose scale underflows: signed zeros
-        q = _nan_blocks(saturating_cast(q, xv.dtype), bad)
+        q = _nan_blocks(saturating_cast(_nvfp4_elements(x64, denom), xv.dtype), bad)
         if av is not None:
             q = torch.where(av, q, xv)
         return q.reshape(x2d.shape), None

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from capscale.errors import CapscaleError
-from capscale.formats import grids
+from capscale.formats import fastpath, grids
 from capscale.formats.base import (
     Part,
     Scaling,
@@ -24,6 +24,7 @@ from capscale.formats.base import (
     robust_rms,
     saturating_cast,
 )
+from capscale.formats.fastpath import Decision
 from capscale.formats.gaussian import optimal_scale
 from capscale.formats.rounding import (
     round_fp,
@@ -31,6 +32,12 @@ from capscale.formats.rounding import (
     round_uniform_nozero,
     round_uniform_zero,
 )
+
+
+def _own(part, cls, *methods) -> bool:
+    """Whether `part` rounds with `cls`'s own methods (a subclass may round otherwise)."""
+    return all(getattr(type(part), m) is getattr(cls, m) for m in methods)
+
 
 SCALING_MODIFIERS = ("rms", "absmax", "mse", "tensor", "row", "gG")
 # clip ratios tried by the "mse" rule, as fractions of the group absmax
@@ -112,15 +119,41 @@ class ScalarQuantizer(Part):
                 best_c = torch.where(better, torch.full_like(err, c), best_c)
         return best_c
 
+    def scale64(self, xv: torch.Tensor, av: torch.Tensor | None) -> torch.Tensor:
+        """The group scales in float64, the same numbers for the fast path and the reference:
+        the RMS summed in float64, the absmax exactly, the MSE search on float64 values."""
+        if xv.dtype == torch.float64:
+            return self.scale(xv, av)
+        if self.scaling.rule == "rms":
+            return fastpath.rms64(xv, av) * self.alpha
+        if self.scaling.rule == "absmax":
+            return (masked_absmax(xv, av) if av is not None else fastpath.absmax(xv)).double()
+        return self.scale(xv.double(), av)
+
+    native_low_precision = True  # bf16/fp16 inputs are handled here, rounded once to their dtype
+
     def apply(self, x2d, active):
         """Scale statistics over the finite active entries, in float64 (so the quotient by the
         scale is exact before its one rounding, and denormal or huge groups stay finite);
-        non-finite entries pass through unchanged."""
+        non-finite entries pass through unchanged. Float32, bf16 and fp16 tensors of finite
+        values take the float32 fast path, whose outputs are the same bits
+        (:mod:`capscale.formats.fastpath`)."""
         xv = group_view(x2d, self.scaling.group, self.spec)
         av = None if active is None else group_view(active, self.scaling.group, self.spec)
+        dec = self.fast_decision
+        if av is None and dec is not None and fastpath.enabled() and xv.dtype in fastpath.FAST_DTYPES:
+            s = self.scale64(xv, None)
+            if bool(torch.isfinite(s).all()):  # NaN and ±inf entries reach their group's statistic
+                dtype = xv.dtype
+
+                def reference(x64, s64):
+                    return saturating_cast(self.dequantize_scaled(x64, s64), dtype)
+
+                out = fastpath.grid_quantize(xv.reshape(-1, xv.shape[-1]), s.reshape(-1, 1), dec,
+                                             self.level_values, reference)
+                return out.reshape(x2d.shape), None
         clean, stat, nonfinite = finite_view(xv, av)
-        x64 = clean.double()
-        q = saturating_cast(self.dequantize_scaled(x64, self.scale(x64, stat)), xv.dtype)
+        q = saturating_cast(self.dequantize_scaled(clean.double(), self.scale64(clean, stat)), xv.dtype)
         if nonfinite is not None:
             q = torch.where(nonfinite, xv, q)
         if av is not None:
@@ -129,7 +162,20 @@ class ScalarQuantizer(Part):
 
     def dequantize_scaled(self, xv: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """x̂ for values xv whose outermost level sits at s (per group); ±0 where s == 0."""
-        return self.round_normalised(xv / torch.where(s > 0, s, torch.ones_like(s))).mul_(s)
+        return self.level_values(self.round_normalised(xv / torch.where(s > 0, s, torch.ones_like(s))), s)
+
+    def level_values(self, k: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """x̂ in float64 of the decided levels k (what `round_normalised` returns) at scale s."""
+        return k * s
+
+    @cached_property
+    def fast_decision(self) -> Decision | None:
+        """How the grid decides, for the float32 fast path (the nearest level of a sorted grid,
+        ties down, as `round_to_grid`); None for subclasses that round otherwise."""
+        if not _own(self, ScalarQuantizer, "round_normalised", "dequantize_scaled", "level_values"):
+            return None
+        lv = torch.as_tensor(self.levels, dtype=torch.float64)
+        return Decision("lut", 1.0, mids=((lv[1:] + lv[:-1]) / 2).numpy(), levels=lv.numpy())
 
     def bits(self, rows, cols, active_fraction):
         return active_fraction * self.code_bits + self.scaling.overhead_bits(rows, cols), 0.0
@@ -177,12 +223,28 @@ class IntQuantizer(ScalarQuantizer):
         if self.zero:
             m = 2 ** (self.n_bits - 1) - 1
             t = (xv * m).div_(safe)
-            return t.round_().clamp_(-m, m).mul_(s).div_(m)
+            return self.level_values(t.round_().clamp_(-m, m), s)
         # QuEST's grid: levels at u = k − h/2 for u = x·(h/2)/s, so the nearest (ties upwards)
         # is k = ⌊u⌋ + (h+1)/2 (adding the offset before the floor would round a tiny u)
         h = 2**self.n_bits - 1
         t = (xv * (h / 2)).div_(safe).floor_().add_((h + 1) // 2).clamp_(0, h)
-        return t.mul_(2).sub_(h).mul_(s).div_(h)
+        return self.level_values(t, s)
+
+    def level_values(self, k, s):
+        if self.zero:
+            return (k * s).div_(2 ** (self.n_bits - 1) - 1)
+        h = 2**self.n_bits - 1
+        return (k.mul(2).sub_(h) * s).div_(h)
+
+    @cached_property
+    def fast_decision(self):
+        if not _own(self, IntQuantizer, "dequantize_scaled", "level_values"):
+            return None
+        if self.zero:
+            m = 2 ** (self.n_bits - 1) - 1
+            return Decision("round", float(m), top=m)
+        h = 2**self.n_bits - 1
+        return Decision("floor", h / 2, top=h, offset=(h + 1) // 2)
 
 
 @dataclass(frozen=True)
@@ -205,6 +267,12 @@ class TernaryQuantizer(ScalarQuantizer):
 
     def round_normalised(self, y):
         return round_uniform_zero(y, 1)
+
+    @cached_property
+    def fast_decision(self):
+        if not _own(self, TernaryQuantizer, "round_normalised", "dequantize_scaled", "level_values"):
+            return None
+        return Decision("round", 1.0, top=1)
 
 
 @dataclass(frozen=True)
@@ -246,7 +314,16 @@ class FPQuantizer(ScalarQuantizer):
     def dequantize_scaled(self, xv, s):
         # x·max / s: the product is exact, the division the one rounding before the grid's
         m = self.fp.max_value
-        return round_fp((xv * m).div_(torch.where(s > 0, s, torch.ones_like(s))), self.fp).mul_(s).div_(m)
+        return self.level_values(round_fp((xv * m).div_(torch.where(s > 0, s, torch.ones_like(s))), self.fp), s)
+
+    def level_values(self, k, s):
+        return (k * s).div_(self.fp.max_value)
+
+    @cached_property
+    def fast_decision(self):
+        if not _own(self, FPQuantizer, "dequantize_scaled", "level_values"):
+            return None
+        return Decision("fp", float(self.fp.max_value), fp=self.fp)
 
 
 @dataclass(frozen=True)

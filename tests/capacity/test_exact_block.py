@@ -26,12 +26,73 @@ def test_mxfp4_published_value():
 
 
 def test_nvfp4_published_value():
-    # 0.0090463 is NVFP4's GMSE at a tensor scale set by a tensor maximum of 4.5; at the probe's
-    # 512 × 4096 the tensor maximum is random (about 5.3) and the GMSE 0.0090450
-    assert nvfp4_gmse_at_tensor_amax(4.5) == pytest.approx(0.0090463, rel=3e-5)
+    """0.0090463 is NVFP4's GMSE at the FP32 tensor scale a tensor maximum of 4.5σ sets; the
+    probe's default is the expectation over 512 × 4096 tensors, each with its own maximum."""
+    r = gmse("nvfp4", tensor_amax=4.5)
+    assert r.method == "exact"
+    assert r.gmse == pytest.approx(0.0090463, rel=3e-5)
+    assert nvfp4_gmse_at_tensor_amax(4.5) == r.gmse
     r = gmse("nvfp4")
     assert r.method == "exact"
     assert r.gmse == pytest.approx(0.0090450, rel=3e-5)
+
+
+def test_nvfp4_tensor_scale_convention():
+    """With a static tensor scale (blocks unconstrained), doubling the tensor maximum doubles
+    every E4M3 block scale exactly once no block saturates: the GMSE is periodic in
+    log2(amax) there, within 0.0090437 and 0.0090591 over a period. At 4.5σ the blocks whose
+    maximum exceeds 4.5 (one in 9,000) saturate their scale at 448 and add 4.6e-5 (relative).
+    The GMSE at a shape averages it over that shape's tensor maximum (which bounds every
+    block's): inside the same range, moving with the shape."""
+    for a in (7.3, 9.0, 11.1):
+        assert nvfp4_gmse_at_tensor_amax(2 * a) == pytest.approx(nvfp4_gmse_at_tensor_amax(a), rel=1e-12)
+    period = [nvfp4_gmse_at_tensor_amax(8.0 * 2 ** (k / 32)) for k in range(32)]
+    assert 0.0090435 < min(period) < 0.0090439 and 0.0090589 < max(period) < 0.0090593
+    saturation = nvfp4_gmse_at_tensor_amax(4.5) / nvfp4_gmse_at_tensor_amax(9.0) - 1
+    assert 3e-5 < saturation < 6e-5
+    by_shape = {shape: gmse("nvfp4", shape=shape).gmse for shape in ((32, 4096), (512, 4096), (4096, 4096))}
+    assert all(min(period) < v < max(period) for v in by_shape.values())
+    assert by_shape[(32, 4096)] == pytest.approx(0.0090458, rel=3e-5)
+    assert by_shape[(4096, 4096)] == pytest.approx(0.0090480, rel=3e-5)
+    with pytest.raises(Exception, match="exact NVFP4"):
+        gmse("nvfp4", tensor_amax=4.5, exact=False)
+
+
+def _fp_values(exp: int, man: int, nan_top: bool) -> np.ndarray:
+    """Non-negative values of ExMy from their bit fields (OCP E4M3: S.1111.111 is NaN)."""
+    bias = 2 ** (exp - 1) - 1
+    vals = []
+    for e in range(2**exp):
+        for m in range(2**man):
+            if nan_top and e == 2**exp - 1 and m == 2**man - 1:
+                continue
+            vals.append(m / 2**man * 2.0 ** (1 - bias) if e == 0 else (1 + m / 2**man) * 2.0 ** (e - bias))
+    return np.array(sorted(vals))
+
+
+def _nearest(values: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Nearest of the sorted non-negative `values` to y >= 0, saturating (ties: measure zero)."""
+    return values[np.searchsorted((values[1:] + values[:-1]) / 2, np.minimum(y, values[-1]))]
+
+
+def test_nvfp4_fixed_scale_against_an_independent_monte_carlo():
+    """Blocks of 16 N(0, 1) values quantized at the static tensor scale g = fl32(4.5/2688) by a
+    NumPy NVFP4 written here from the bit fields (E4M3 block scale saturating at 448, E2M1
+    elements saturating at 6), against the exact integral."""
+    rng = np.random.default_rng(0)
+    g = float(np.float32(4.5) / np.float32(2688.0))
+    e4m3, e2m1 = _fp_values(4, 3, True), _fp_values(2, 1, False)
+    errs = []
+    for _ in range(8):
+        x = rng.standard_normal((1 << 17, 16))
+        amax = np.abs(x).max(axis=1, keepdims=True)
+        sg = _nearest(e4m3, amax / (6 * g)) * g
+        q = _nearest(e2m1, np.abs(x) / sg) * np.sign(x) * sg
+        errs.append(((q - x) ** 2).mean(axis=1))
+    e = np.concatenate(errs)
+    mc, se = e.mean(), e.std(ddof=1) / math.sqrt(len(e))
+    assert abs(mc - nvfp4_gmse_at_tensor_amax(4.5)) < 3 * se, (mc, se)
+    assert se / mc < 2e-3
 
 
 @pytest.mark.parametrize("spec", BLOCK_SPECS)
