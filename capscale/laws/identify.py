@@ -2,7 +2,8 @@
 
 A parameter is *not identified* when its term is negligible for every run, when its bootstrap
 interval is not finite or spans more than a factor 100, or when an exponent's interval reaches
-zero (a loss that does not fall with N or D). Multipliers and capacity curves are read through
+zero (a loss that does not fall with N or D). A capacity multiplier ρ (``eff[...]``) is held
+to the rule of a measured capacity: its interval must be narrower than IDENTIFIED_WIDTH. Multipliers and capacity curves are read through
 α, so they are not identified either when α is not. Reports and the demo show such numbers as
 not identified, never as results.
 """
@@ -15,6 +16,8 @@ import numpy as np
 
 # a positive parameter whose interval spans more than this factor is not identified
 MAX_RATIO = 100.0
+# a capacity multiplier ρ counts as identified when its 95% interval is narrower than this
+IDENTIFIED_WIDTH = 0.2
 EXPONENTS = {"alpha", "beta", "d", "f"}
 # parameters read through alpha (the scale of N): multipliers and capacity curves
 _THROUGH_ALPHA = ("eff[", "L", "F", "C", "A_rho", "B_rho")
@@ -27,9 +30,13 @@ def _reference(name: str) -> bool:
     return name.startswith("eff[") and all(rep.is_dense(p) for p in name[4:-1].split(rep.KEY_SEPARATOR))
 
 
-def _ratio_reason(v: float, lo: float, hi: float, positive: bool) -> str | None:
+def _ratio_reason(v: float, lo: float, hi: float, positive: bool,
+                  capacity: bool = False) -> str | None:
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return f"its bootstrap interval [{lo:.3g}, {hi:.3g}] is not finite"
+    if capacity and hi - lo >= IDENTIFIED_WIDTH:
+        return (f"its interval {lo:.3g} to {hi:.3g} is wider than {IDENTIFIED_WIDTH} (the rule "
+                "for a capacity)")
     if positive and lo > 0 and hi / lo > MAX_RATIO:
         return f"its interval spans {lo:.3g} to {hi:.3g} (a factor {hi / lo:.3g})"
     if positive and lo <= 0:
@@ -53,7 +60,8 @@ def unidentified(law, natural: np.ndarray, lo=None, hi=None, dead=(), derived_ef
         if lo is None:
             continue
         positive = j in getattr(law, "natural_log_params", law.log_params) or name in EXPONENTS
-        why = _ratio_reason(v, float(lo[j]), float(hi[j]), positive)
+        capacity = name.startswith("eff[") and not _reference(name)
+        why = _ratio_reason(v, float(lo[j]), float(hi[j]), positive, capacity)
         if why:
             out[name] = why
     for key, (v, elo, ehi) in (derived_eff or {}).items():
@@ -64,7 +72,7 @@ def unidentified(law, natural: np.ndarray, lo=None, hi=None, dead=(), derived_ef
             continue
         if _reference(name):  # the dense reference: 1 by definition
             continue
-        why = _ratio_reason(v, float(elo), float(ehi), True)
+        why = _ratio_reason(v, float(elo), float(ehi), True, capacity=True)
         if why:
             out[name] = why
     if "alpha" in out:

@@ -17,9 +17,7 @@ import pandas as pd
 
 from capscale.laws import representation as rep
 from capscale.laws.budget_fit import BudgetFit, fit_at_budget
-
-# a measured ρ counts as identified when its 95% interval is narrower than this
-IDENTIFIED_WIDTH = 0.2
+from capscale.laws.identify import IDENTIFIED_WIDTH  # one rule for every ρ
 
 
 def rho_gmse(w_format: str, a_format: str = "none", constants: dict | None = None) -> float:
@@ -168,6 +166,19 @@ def ratio_interval(fit, num: str, den: str | list[str], level: float = 0.95) -> 
     a = (1 - level) / 2
     lo, hi = np.quantile(s, [a, 1 - a])
     return float(point), float(lo), float(hi)
+
+
+def unidentified_reasons(table: pd.DataFrame) -> dict[int, str]:
+    """Row position -> why its ρ is not identified, for reports that grey those numbers."""
+    out = {}
+    for i, (_, r) in enumerate(table.iterrows()):
+        if not r["identified"]:
+            out[i] = describe_rho(r)
+    return out
+
+
+# the columns of a measured-capacity table that carry the measured number
+MEASURED_COLUMNS = ["rho", "lo", "hi", "width"]
 
 
 def describe_rho(row) -> str:

@@ -186,8 +186,9 @@ def print_result(res: StudyResult, stream=None) -> None:
     out = stream or sys.stdout
     s = res.study
     print(f"study {s.name} ({s.figure}): {s.title}", file=out)
-    print(f"ρ per representation (decoupled fit against the study's {int(_dense(res.runs).sum())} "
-          f"dense runs, 95% bootstrap intervals), beside ρ from GMSE (paper's constants):", file=out)
+    print(f"ρ per representation against the study's {int(_dense(res.runs).sum())} dense runs "
+          f"({res.capacity.attrs.get('method', 'decoupled law')}; 95% intervals), beside ρ from "
+          "GMSE (paper's constants):", file=out)
     for _, r in res.capacity.iterrows():
         print(f"  {r['format']:<36} {describe_rho(r):<44} GMSE predicts {r['rho_gmse']:.3f}",
               file=out)
@@ -217,15 +218,18 @@ def _dense(df: pd.DataFrame):
 
 def add_report_section(rep_, res: StudyResult, prefix: str = "") -> None:
     """The study's section: the claim, the ρ table, the checks, the curves and the figure."""
+    from capscale.laws.measure import MEASURED_COLUMNS, unidentified_reasons
     from capscale.laws.plots import plot_measured_capacity
 
     s = res.study
     rep_.section(f"Study {s.name} ({s.figure}): {s.title}",
-                 f"The paper's claim: {s.claim}. ρ of each representation from the decoupled "
-                 "law fitted against the study's own dense runs (95% bootstrap intervals; an "
-                 "interval wider than 0.2 is shown as not identified), beside ρ predicted from "
+                 f"The paper's claim: {s.claim}. ρ of each representation against the study's "
+                 f"own dense runs: {res.capacity.attrs.get('method', 'decoupled law')} (95% "
+                 "intervals; an interval wider than 0.2 is shown as not identified), beside ρ "
+                 "predicted from "
                  f"GMSE with the paper's constants. Verdict: {res.verdict()}.")
-    rep_.table(res.capacity, f"{prefix}{s.name}_capacity", caption="Measured capacity.")
+    rep_.table(res.capacity, f"{prefix}{s.name}_capacity", caption="Measured capacity.",
+               unidentified=unidentified_reasons(res.capacity), value_columns=MEASURED_COLUMNS)
     if len(res.checks):
         rep_.table(res.checks, f"{prefix}{s.name}_checks", caption="The paper's claims.")
     curves = pd.DataFrame([{"type": k, **(v if isinstance(v, dict) else {"not_fitted": v})}

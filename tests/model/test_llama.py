@@ -72,12 +72,13 @@ def test_cpu_ladder_is_one_shape_family_with_a_learning_rate_per_rung():
     cfgs = [config_for_size(s, 512) for s in rungs]
     assert {c.n_layer for c in cfgs} == {2} and {c.head_dim for c in cfgs} == {16}
     widths = [c.n_embd for c in cfgs]
-    assert widths == sorted(widths) and widths[-1] / widths[0] == 3
+    assert widths == sorted(widths) and widths[-1] / widths[0] == 6
     for s, c in zip(rungs, cfgs):
-        named = float(s[4:-1]) * 1e3
-        assert abs(math.log(c.non_embedding_params / named)) < 0.02
+        named = float(s[4:-1]) * 1e3  # N rounded to the nearest thousand
+        assert abs(c.non_embedding_params - named) <= 500
         assert c.mlp_hidden % (c.n_embd & -c.n_embd) == 0
-    assert [SIZES[s].lr for s in rungs] == [4e-3, 2e-3, 2e-3, 2e-3]  # BENCHMARKS.md's sweep
+    # the best of BENCHMARKS.md's sweep at 1M tokens (benchmarks/cpu_ladder_lr.toml)
+    assert [SIZES[s].lr for s in rungs] == [8e-3, 8e-3, 4e-3, 4e-3, 2e-3]
 
 
 def test_size_lookup_errors():
