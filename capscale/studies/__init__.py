@@ -26,6 +26,7 @@ from capscale.studies.ladder import LADDERS, SCALES, Ladder, scale_ladder, spec_
 
 STUDY_FILE = "study.json"
 N_BOOTSTRAP = 400
+CURVE_BOOTSTRAP = 100  # enough to tell an identified curve from one the runs do not pin down
 
 
 def study_spec(name: str, scale: str = "cpu"):
@@ -122,7 +123,7 @@ def run_check(fit, check: Check, identified: dict[str, bool]) -> dict:
     return {**row, "verdict": "not resolved", "why": "interval of the ratio straddles 1"}
 
 
-def fit_curves(df: pd.DataFrame, s: Study, n_bootstrap: int = 0) -> dict:
+def fit_curves(df: pd.DataFrame, s: Study, n_bootstrap: int = CURVE_BOOTSTRAP) -> dict:
     """The unified curve ρ(GMSE) = L·tanh(F·log_{1/4} GMSE)^C per compression type, fitted
     on all the study's runs, or on the dense runs plus each training method's runs where the
     study varies the method (LSQ against trust): type -> {L, F, C, rmse_log_loss} or the reason
@@ -148,8 +149,14 @@ def fit_curves(df: pd.DataFrame, s: Study, n_bootstrap: int = 0) -> dict:
             continue
         for g in f.law.groups:
             name = f"{label} {g}".strip()
-            out[name] = {k: f.param(f.law.natural_name(k, g)) for k in ("L", "F", "C")
-                         if f.law.fix_L is None or k != "L"}
+            vague = f.info.get("unidentified", {})
+            params = [k for k in ("L", "F", "C") if f.law.fix_L is None or k != "L"]
+            missed = [k for k in params if f.law.natural_name(k, g) in vague]
+            if missed:  # a curve with a parameter the runs do not pin down is no result
+                why = vague[f.law.natural_name(missed[0], g)]
+                out[name] = f"not identified: {', '.join(missed)} ({why})"
+                continue
+            out[name] = {k: f.param(f.law.natural_name(k, g)) for k in params}
             out[name]["rmse_log_loss"] = f.info["rmse_log_loss"]
     return out
 
@@ -171,7 +178,7 @@ def analyse(name: str, runs: pd.DataFrame, *, n_bootstrap: int = N_BOOTSTRAP,
                                    key_columns=list(s.key_columns))
     identified = dict(zip(table["format"], table["identified"]))
     checks = pd.DataFrame([run_check(fit, c, identified) for c in s.checks])
-    curves = fit_curves(df, s)
+    curves = fit_curves(df, s, n_bootstrap=min(n_bootstrap, CURVE_BOOTSTRAP))
     info = getattr(fit, "info", {})
     notes = [f"{w} (warning of the decoupled fit)" for w in info.get("warnings", [])]
     notes.insert(0, f"ρ: {table.attrs['method']}")
@@ -206,7 +213,8 @@ def print_result(res: StudyResult, stream=None) -> None:
             print(f"  unified curve [{k}]: " + ", ".join(f"{p} {x:.3g}" for p, x in v.items()),
                   file=out)
         else:
-            print(f"  unified curve [{k}]: not fitted ({v})", file=out)
+            state = v if str(v).startswith("not identified") else f"not fitted ({v})"
+            print(f"  unified curve [{k}]: {state}", file=out)
     print(f"verdict: {res.verdict()}", file=out)
 
 
