@@ -78,16 +78,23 @@ def shared_budget(df: pd.DataFrame, tol: float = 1e-6) -> float | None:
     return float(budgets[0]) if df.loc[at, "N"].nunique() >= 3 else None
 
 
+def runs_at_budget(df: pd.DataFrame, budget: float, key_columns: list[str] | None = None):
+    """The runs of ``df`` at ``budget`` as the budget fit takes them: (runs, compressed keys,
+    dense keys, each run's key index: −1 for a dense run)."""
+    at = np.abs(df["D"].to_numpy(float) / budget - 1.0) < 1e-6
+    sub = df[at].reset_index(drop=True)
+    dense = rep.dense_rows(sub)
+    keys = rep.representation_keys(sub, key_columns)
+    compressed = sorted({k for k, d in zip(keys, dense) if not d})
+    refs = sorted({k for k, d in zip(keys, dense) if d})
+    index = [-1 if d else compressed.index(k) for k, d in zip(keys, dense)]
+    return sub, compressed, refs, index
+
+
 def fit_budget(df: pd.DataFrame, budget: float, *, n_bootstrap: int = 400, seed: int = 0,
                key_columns: list[str] | None = None) -> BudgetFit:
     """The decoupled law at ``budget`` (:mod:`capscale.laws.budget_fit`) on the runs there."""
-    dense = rep.dense_rows(df)
-    at = np.abs(df["D"].to_numpy(float) / budget - 1.0) < 1e-6
-    sub, sub_dense = df[at].reset_index(drop=True), dense[at]
-    keys = rep.representation_keys(sub, key_columns)
-    compressed = sorted({k for k, d in zip(keys, sub_dense) if not d})
-    refs = sorted({k for k, d in zip(keys, sub_dense) if d})
-    index = [-1 if d else compressed.index(k) for k, d in zip(keys, sub_dense)]
+    sub, compressed, refs, index = runs_at_budget(df, budget, key_columns)
     return fit_at_budget(sub["N"].to_numpy(float), sub["loss"].to_numpy(float), index,
                          compressed, refs, budget, n_bootstrap=n_bootstrap, seed=seed)
 

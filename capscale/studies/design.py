@@ -131,21 +131,16 @@ def simulate_at_budget(runs: pd.DataFrame, prior, *, noise: float, n_sims: int,
     """The design check for a sweep whose compressed runs share one budget: losses drawn from
     the prior with seed noise, ρ refitted at that budget as the analysis will
     (:mod:`capscale.laws.budget_fit`), the central 95% of the refits per format."""
-    from capscale.laws import representation as rep
     from capscale.laws.budget_fit import rho_columns
+    from capscale.laws.measure import runs_at_budget
 
-    budget = shared_budget(runs)
-    at = runs[np.abs(runs["D"].to_numpy(float) / budget - 1.0) < 1e-6].reset_index(drop=True)
-    dense = rep.dense_rows(at)
-    keys = rep.representation_keys(at)
-    compressed = sorted({k for k, d in zip(keys, dense) if not d})
-    index = [-1 if d else compressed.index(k) for k, d in zip(keys, dense)]
+    at, compressed, _, index = runs_at_budget(runs, shared_budget(runs))
     rng = np.random.default_rng(seed)
     Y = prior(at)[:, None] + noise * rng.standard_normal((len(at), n_sims))
     draws = rho_columns(at["N"].to_numpy(float), index, len(compressed), Y)
     rows = []
     for i, key in enumerate(compressed):
-        first = keys.index(key)
+        first = index.index(i)
         d = draws[i]
         ok = np.isfinite(d)
         lo, hi = np.quantile(d[ok], [0.025, 0.975]) if ok.mean() >= 0.9 else (math.nan, math.nan)
