@@ -32,11 +32,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from capscale.capacity.law import LOG4, log_quarter, tanh_capacity
 from capscale.errors import CapscaleError, option
 from capscale.laws import representation as rep
 from capscale.laws.table import representation_columns, size_groups
-
-LOG4 = math.log(4.0)
 
 
 @dataclass
@@ -560,7 +559,7 @@ class UnifiedLaw(ChinchillaLaw):
                 )
             rows = np.flatnonzero(col >= 0)
             onehot[rows, col[rows]] = 1.0
-            lg[rows] = [-math.log(v) / LOG4 for v in slot["gmse"][rows]]
+            lg[rows] = log_quarter(slot["gmse"][rows])
             parts.append(_levels(onehot, lg))
         X.extra["parts"] = parts
         return X
@@ -670,7 +669,7 @@ class UnifiedLaw(ChinchillaLaw):
         if self.curve == "tanh":
             L = natural[self.natural_name("L", group)] if self._nL else (self.fix_L or 1.0)
             F, C = natural[self.natural_name("F", group)], natural[self.natural_name("C", group)]
-            return L * np.tanh(F * (-np.log(g) / LOG4)) ** C
+            return tanh_capacity(g, L, F, C)
         A, B = natural[self.natural_name("A_rho", group)], natural[self.natural_name("B_rho", group)]
         with np.errstate(divide="ignore", over="ignore"):
             ga = g ** A
