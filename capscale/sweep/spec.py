@@ -50,6 +50,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from capscale.errors import CapscaleError
+from capscale.model.flops import flops_per_token
 from capscale.train.loop import RUNTIME_FIELDS  # settings that do not change what a run computes
 
 # Parts of every run name, in this order; other settings appear only when they vary.
@@ -161,10 +162,10 @@ class PlannedRun:
 
     def flops(self, vocab_size: int) -> float:
         """Training FLOPs: 6·(N + V·d)·D for the matmuls (the LM head counted, the embedding
-        lookup not) plus 6·L·T·d·D for attention scores and values (causal, Kaplan et al.)."""
-        seq = self.config.seq_len
-        per_token = 6.0 * (self.n_params + vocab_size * self.n_embd) + 6.0 * self.n_layer * seq * self.n_embd
-        return per_token * self.tokens
+        lookup not) plus 6·L·T·d·D for attention scores and values (causal, Kaplan et al.),
+        as the model counts them (:func:`capscale.model.flops.flops_per_token`)."""
+        return flops_per_token(self.n_params, vocab_size, self.n_layer, self.n_embd,
+                               self.config.seq_len) * self.tokens
 
     def to_dict(self) -> dict:
         return {"name": self.name, "config": self.config.to_dict(), "N": self.n_params,
