@@ -24,26 +24,15 @@ KEY_SEPARATOR = "/"
 
 
 def is_dense(spec: str | None) -> bool:
-    """True for the uncompressed representation (``none`` and its aliases)."""
+    """True for the uncompressed representation (``none`` and its aliases).
+
+    Decided from the text alone, without the formats library (and torch): the format parser
+    reads a spec as uncompressed exactly when, lower-cased and without spaces, it is one of
+    its dense names (``capscale.formats.spec.DENSE_NAMES``, all among ``DENSE_ALIASES``);
+    every other spec it accepts has a compressing part."""
     if spec is None:
         return True
-    s = str(spec).strip().lower()
-    if s in DENSE_ALIASES:
-        return True
-    fmt = _try_parse(s)
-    return bool(fmt is not None and getattr(fmt, "is_identity", False))
-
-
-@functools.lru_cache(maxsize=4096)
-def _try_parse(spec: str):
-    try:
-        from capscale.formats import parse_format
-    except ImportError:
-        return None
-    try:
-        return parse_format(spec)
-    except (CapscaleError, ValueError):
-        return None
+    return str(spec).strip().lower().replace(" ", "") in DENSE_ALIASES
 
 
 def _parse(spec: str, what: str):
