@@ -71,8 +71,14 @@ class FitResult:
 
     @property
     def params(self) -> dict:
-        """Natural parameters, nested (``{"A": .., "eff": {"int4": ..}}``)."""
-        return self.info["params"]
+        """Natural parameters, nested (``{"A": .., "eff": {"int4": ..}}``), computed from
+        ``theta`` (their one copy); ``eff`` holds the multiplier of every representation of
+        the table (the dense reference as 1) where the fit derived them."""
+        out = nest_params(self.law.natural_names, self.natural.tolist())
+        derived = self.info.get("derived_eff") or {}
+        if derived:
+            out["eff"] = {k: v[0] for k, v in derived.items()}
+        return out
 
     @property
     def intervals(self) -> dict:
@@ -125,7 +131,12 @@ class FitResult:
     # ------------------------------------------------------------ persistence
 
     def to_dict(self) -> dict:
-        d = dict(self.info)
+        d = {}
+        for k, v in self.info.items():
+            d[k] = v
+            if k == "reference":  # where the JSON has always shown them
+                d["params"] = self.params
+        d.setdefault("params", self.params)
         d["law_spec"] = self.law.spec()
         d["theta"] = {"names": self.law.param_names, "values": self.theta.tolist()}
         if self.samples is not None:
@@ -152,7 +163,9 @@ class FitResult:
             samples = None
             if d.get("bootstrap"):
                 samples = np.array(d["bootstrap"]["samples"], dtype=np.float64).reshape(-1, len(theta))
-            info = {k: v for k, v in d.items() if k not in ("law_spec", "theta", "bootstrap")}
+            # "params" is written for readers of the JSON; the fit recomputes it from theta
+            info = {k: v for k, v in d.items()
+                    if k not in ("law_spec", "theta", "bootstrap", "params")}
             if not isinstance(info.get("data", {}), dict) or not isinstance(info.get("settings", {}), dict):
                 raise ValueError("'data' and 'settings' must be objects")
         except CapscaleError:
@@ -357,7 +370,6 @@ def fit_law(runs: pd.DataFrame | str | os.PathLike, law: str | None = None, *,
         "law": the_law.name,
         "formula": the_law.formula,
         "reference": the_law.reference,
-        "params": nest_params(the_law.natural_names, natural.tolist()),
         "rmse_loss": float(np.sqrt(np.mean((np.exp(lp) - np.exp(logy)) ** 2))),
         "rmse_log_loss": float(np.sqrt(np.mean((lp - logy) ** 2))),
         "objective": {"huber_sum": float(ms.value * delta * len(df)),
@@ -385,8 +397,6 @@ def fit_law(runs: pd.DataFrame | str | os.PathLike, law: str | None = None, *,
     info["derived_eff"] = _derived_eff(result, df)
     info["unidentified"] = unidentified(the_law, natural, lo, hi, dead, info["derived_eff"])
     if info["derived_eff"]:
-        eff = {k: v[0] for k, v in info["derived_eff"].items()}
-        info["params"]["eff"] = eff
         if samples is not None:
             info["intervals"]["eff"] = {k: [v[1], v[2]] for k, v in info["derived_eff"].items()}
     if heldout:
