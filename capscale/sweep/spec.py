@@ -39,7 +39,6 @@ folders, and a spec that grows keeps the folders of the runs it already had.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import itertools
 import json
@@ -51,7 +50,8 @@ from pathlib import Path
 
 from capscale.errors import CapscaleError
 from capscale.model.flops import flops_per_token
-from capscale.train.loop import RUNTIME_FIELDS  # settings that do not change what a run computes
+from capscale.sweep.schema import unknown_key, validate_slurm
+from capscale.train.records import RUNTIME_FIELDS, identity  # noqa: F401  (identity re-exported)
 
 # Parts of every run name, in this order; other settings appear only when they vary.
 NAME_FIELDS = ("size", "n_layer", "n_embd", "n_head", "tokens_per_param", "tokens", "steps",
@@ -108,13 +108,6 @@ def _check_type(where: str, name: str, value, annotation: str):
         raise CapscaleError(f"{where}.{name} = {value!r}: expected {'a' if base != 'int' else 'an'} "
                             f"{base}{' (or leave it out)' if optional else ''}")
     return float(value) if base == "float" else value
-
-
-def _unknown(where: str, key: str, valid) -> CapscaleError:
-    valid = sorted(valid)
-    close = difflib.get_close_matches(key, valid, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return CapscaleError(f"{where}: unknown key {key!r}{hint}; valid keys: {', '.join(valid)}")
 
 
 def split_formats(value, where: str) -> tuple[str, str]:
@@ -230,7 +223,7 @@ def spec_from_dict(d: dict, source: str = "<spec>", text: str | None = None,
     where = Path(source).name
     for key in d:
         if key not in TOP_LEVEL:
-            raise _unknown(f"{where} (top level)", key, TOP_LEVEL)
+            raise unknown_key(f"{where} (top level)", key, TOP_LEVEL)
     name = d.get("name", default_name)
     if not isinstance(name, str) or not name.strip():
         raise CapscaleError(f"{where}: name = {name!r} must be a non-empty string")
@@ -277,8 +270,6 @@ def spec_from_dict(d: dict, source: str = "<spec>", text: str | None = None,
     if launcher.get("kind", "local") not in LAUNCHERS:
         raise CapscaleError(f"{where} [launcher]: kind = {launcher['kind']!r}; valid: "
                             f"{', '.join(LAUNCHERS)}")
-    from capscale.sweep.slurm import validate_slurm
-
     slurm = validate_slurm(d.get("slurm", {}), f"{where} [slurm]")
     cost = _typed_table(d.get("cost", {}), COST_KEYS, f"{where} [cost]")
     return SweepSpec(name=name.strip(), source=source, runs=runs, out=out, launcher=launcher,
@@ -313,7 +304,7 @@ def _typed_table(table: dict, keys: dict, where: str) -> dict:
     out = {}
     for k, v in table.items():
         if k not in keys:
-            raise _unknown(where, k, keys)
+            raise unknown_key(where, k, keys)
         kind = keys[k]
         if kind in (int, float) and isinstance(v, str):  # "3B", "8Ki": the number grammar
             from capscale.numbers import parse_number
@@ -338,7 +329,7 @@ def _base_settings(train: dict, settable: dict, where: str) -> dict:
             out["w_format"], out["a_format"] = w, a
             continue
         if k not in settable:
-            raise _unknown(where, k, [*settable, "formats"])
+            raise unknown_key(where, k, [*settable, "formats"])
         if isinstance(v, list):
             raise CapscaleError(f"{where}.{k} = {v!r}: [train] settings are single values; "
                                 "put lists in [grid] to vary them")
@@ -354,7 +345,7 @@ def _grid_points(grid: dict, settable: dict, where: str) -> list[dict]:
     axes = []
     for k, values in grid.items():
         if k != "formats" and k not in settable:
-            raise _unknown(where, k, [*settable, "formats"])
+            raise unknown_key(where, k, [*settable, "formats"])
         if not isinstance(values, list):
             values = [values]
         if not values:
@@ -375,7 +366,7 @@ def _run_point(extra: dict, settable: dict, where: str) -> dict:
         if k == "formats":
             point["w_format"], point["a_format"] = split_formats(v, f"{where}.formats")
         elif k not in settable:
-            raise _unknown(where, k, [*settable, "formats"])
+            raise unknown_key(where, k, [*settable, "formats"])
         elif isinstance(v, list):
             raise CapscaleError(f"{where}.{k} = {v!r}: a [[runs]] entry is one run; "
                                 "put lists in [grid]")
@@ -466,8 +457,4 @@ def run_name(cfg, base_cfg=None) -> str:
         name = f"{name[:MAX_NAME - 11]}-{digest}"
     return name
 
-
-def identity(config_dict: dict) -> dict:
-    """The settings that define what a run computes (runtime settings dropped)."""
-    return {k: v for k, v in config_dict.items() if k not in RUNTIME_FIELDS}
 
