@@ -28,6 +28,7 @@ RUNS_CSV = "N,D,loss,format,seed\n" + "".join(
     for n in (1e6, 3e6, 1e7, 3e7) for k in (1, 2, 4))
 TINY_TRAIN = ["--size", "30k", "--steps", "2", "--seq-len", "32", "--batch-tokens", "256",
               "--val-tokens", "256", "--tokenizer", "train:spm:512", "--no-progress"]
+FIT = "builtin:chinchilla-epoch"  # a good fit, so that a wrongly accepted number shows
 SPEC = '[grid]\nsize = ["30k"]\nformats = ["none"]\n[train]\nsteps = 2\n'
 
 
@@ -76,6 +77,9 @@ def scratch_files(d: Path) -> None:
     (d / "badfmt.toml").write_text(SPEC.replace('["none"]', '["int99"]'))
     (d / "emptygrid.toml").write_text('[grid]\nsize = []\n')
     (d / "spec_dir.toml").mkdir()
+    (d / "tokens3x.toml").write_text(SPEC.replace("steps = 2", 'tokens = "3X"'))
+    (d / "negsize.toml").write_text(SPEC.replace('["30k"]', '["-30k"]'))
+    (d / "batch8k.toml").write_text(SPEC.replace("steps = 2", 'steps = 2\nseq_len = 128\nbatch_tokens = "8k"'))
 
 
 def cases() -> list[Case]:
@@ -143,6 +147,12 @@ def cases() -> list[Case]:
         Case("report", "missing source", ["report", "nope.csv", "-o", "rep"]),
         Case("report", "--bootstrap -1", ["report", "runs.csv", "-o", "rep", "--bootstrap", "-1"]),
         Case("report", "result.json holding a list", ["report", "listrun", "-o", "rep"]),
+        Case("predict", "--n 1e400 (overflows a float)", ["predict", FIT, "--n", "1e400", "--d", "1e10"]),
+        Case("predict", "--n 3X (unknown suffix)", ["predict", FIT, "--n", "3X", "--d", "1e10"]),
+        Case("predict", "--n 1__000 (doubled separator)", ["predict", FIT, "--n", "1__000", "--d", "1e10"]),
+        Case("predict", "--n 1e9 (valid, the good fit)", ["predict", FIT, "--n", "1e9", "--d", "20B"],
+             expect=0),
+        Case("predict", "--n '' (empty)", ["predict", FIT, "--n", "", "--d", "1e10"]),
         # gmse: format specs and shapes
         Case("gmse", "noise1e400", ["gmse", "noise1e400"]),
         Case("gmse", "noise0", ["gmse", "noise0"]),
@@ -176,6 +186,17 @@ def cases() -> list[Case]:
         Case("train", "--warmup-frac 1", ["train", *TINY_TRAIN, "--warmup-frac", "1", "--out", "t"]),
         Case("train", "--tokens 1e30", ["train", "--size", "30k", "--tokens", "1e30", "--out", "t"]),
         Case("train", "--tokens-per-param inf", ["train", "--size", "30k", "--tokens-per-param", "inf", "--out", "t"]),
+        Case("train", "--tokens -3B", ["train", "--size", "30k", "--tokens", "-3B", "--out", "t"]),
+        Case("train", "--tokens 3X (unknown suffix)", ["train", "--size", "30k", "--tokens", "3X", "--out", "t"]),
+        Case("train", "--tokens 1e400", ["train", "--size", "30k", "--tokens", "1e400", "--out", "t"]),
+        Case("train", "--size 3Bi (no such suffix)", ["train", "--size", "3Bi", "--out", "t"]),
+        Case("train", "--steps 2.5 (not whole)", ["train", *TINY_TRAIN, "--steps", "2.5", "--out", "t"]),
+        Case("train", "--batch-tokens 8k with --seq-len 128 (8Ki meant)",
+             ["train", *TINY_TRAIN, "--seq-len", "128", "--batch-tokens", "8k", "--out", "t"]),
+        Case("train", "--batch-tokens 8Ki with --seq-len 128 (valid)",
+             ["train", *TINY_TRAIN, "--seq-len", "128", "--batch-tokens", "8Ki", "--steps", "1",
+              "--out", "t"], expect=0),
+        Case("train", "--seq-len 32k_ (trailing separator)", ["train", *TINY_TRAIN, "--seq-len", "32_", "--out", "t"]),
         Case("train", "--seq-len 0", ["train", *TINY_TRAIN, "--seq-len", "0", "--out", "t"]),
         Case("train", "--batch-tokens not a multiple", ["train", *TINY_TRAIN, "--batch-tokens", "100", "--out", "t"]),
         Case("train", "--keep-checkpoints 0", ["train", *TINY_TRAIN, "--keep-checkpoints", "0", "--out", "t"]),
@@ -202,6 +223,9 @@ def cases() -> list[Case]:
         Case("sweep", "spaces in partition (option injection)",
              ["sweep", "part.toml", "--launcher", "slurm", "--sbatch", "-o", "sw"]),
         Case("sweep", "slurm without srun", ["sweep", "spec.toml", "--launcher", "slurm", "-o", "sw"]),
+        Case("sweep", "tokens = \"3X\" in the spec", ["sweep", "tokens3x.toml", "--dry-run"]),
+        Case("sweep", "size = \"-30k\" in the grid", ["sweep", "negsize.toml", "--dry-run"]),
+        Case("sweep", "batch_tokens = \"8k\" with seq_len 128", ["sweep", "batch8k.toml", "--dry-run"]),
         Case("sweep", "--jobs 0", ["sweep", "spec.toml", "--jobs", "0", "--dry-run"]),
         Case("sweep", "--gpus-per-run -1", ["sweep", "spec.toml", "--gpus-per-run", "-1", "--dry-run"]),
         Case("sweep", "unknown launcher", ["sweep", "spec.toml", "--launcher", "k8s", "--dry-run"]),

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from capscale.capacity.block_gmse import exact_block_gmse
+from capscale.capacity.law import log_quarter
 from capscale.capacity.mask_gmse import exact_mask_gmse
 from capscale.errors import CapscaleError
 from capscale.formats import Format, parse_format
@@ -66,7 +67,7 @@ class GMSEResult:
     @property
     def log4_inverse(self) -> float:
         """log_{1/4} GMSE: the 'effective bits' of the unified paper's capacity law."""
-        return math.log(self.gmse) / math.log(0.25)
+        return float(log_quarter(self.gmse))
 
     def to_dict(self) -> dict:
         return asdict(self)

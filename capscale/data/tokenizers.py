@@ -142,6 +142,28 @@ class TokenizerSpec:
     spec: str
 
 
+# Vocabulary sizes known without loading the tokenizer (the sweep's cost estimate plans with
+# them); a test checks them against the loaded tokenizers where those are installed.
+MISTRAL_V1_VOCAB = 32000
+KNOWN_VOCAB = {"builtin:mistral-v1": MISTRAL_V1_VOCAB, "hf:gpt2": 50257}
+
+
+def known_vocab_size(spec: str) -> int | None:
+    """The vocabulary size of a tokenizer spec without loading it, or None when only loading
+    it would tell: ``train:spm:N`` has N, the builtin and a few Hugging Face names are known,
+    and Llama-2's tokenizers have 32,000 pieces."""
+    spec = spec.strip()
+    if spec in KNOWN_VOCAB:
+        return KNOWN_VOCAB[spec]
+    head, _, rest = spec.partition(":")
+    algo, _, vocab = rest.partition(":")
+    if head == "train" and algo == "spm" and vocab.isdigit():
+        return int(vocab)
+    if "llama-2" in spec.lower():
+        return 32000
+    return None
+
+
 def parse_tokenizer_spec(spec: str) -> TokenizerSpec:
     spec = spec.strip()
     head, _, rest = spec.partition(":")

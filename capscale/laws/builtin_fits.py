@@ -192,7 +192,6 @@ def paper_curve_fit(seed: int = 0) -> FitResult:
     lo, hi = np.percentile(draws, [2.5, 97.5], axis=0)
     info = {
         "schema": SCHEMA, "law": law.name, "formula": law.formula, "reference": law.reference,
-        "params": nest_params(law.natural_names, natural.tolist()),
         "intervals": nest_params(law.natural_names, [[float(a), float(b)] for a, b in zip(lo, hi)]),
         "rmse_loss": math.nan, "rmse_log_loss": math.nan,
         "settings": {"interval_level": 0.95},

@@ -71,8 +71,14 @@ class FitResult:
 
     @property
     def params(self) -> dict:
-        """Natural parameters, nested (``{"A": .., "eff": {"int4": ..}}``)."""
-        return self.info["params"]
+        """Natural parameters, nested (``{"A": .., "eff": {"int4": ..}}``), computed from
+        ``theta`` (their one copy); ``eff`` holds the multiplier of every representation of
+        the table (the dense reference as 1) where the fit derived them."""
+        out = nest_params(self.law.natural_names, self.natural.tolist())
+        derived = self.info.get("derived_eff") or {}
+        if derived:
+            out["eff"] = {k: v[0] for k, v in derived.items()}
+        return out
 
     @property
     def intervals(self) -> dict:
@@ -125,7 +131,12 @@ class FitResult:
     # ------------------------------------------------------------ persistence
 
     def to_dict(self) -> dict:
-        d = dict(self.info)
+        d = {}
+        for k, v in self.info.items():
+            d[k] = v
+            if k == "reference":  # where the JSON has always shown them
+                d["params"] = self.params
+        d.setdefault("params", self.params)
         d["law_spec"] = self.law.spec()
         d["theta"] = {"names": self.law.param_names, "values": self.theta.tolist()}
         if self.samples is not None:
@@ -152,7 +163,9 @@ class FitResult:
             samples = None
             if d.get("bootstrap"):
                 samples = np.array(d["bootstrap"]["samples"], dtype=np.float64).reshape(-1, len(theta))
-            info = {k: v for k, v in d.items() if k not in ("law_spec", "theta", "bootstrap")}
+            # "params" is written for readers of the JSON; the fit recomputes it from theta
+            info = {k: v for k, v in d.items()
+                    if k not in ("law_spec", "theta", "bootstrap", "params")}
             if not isinstance(info.get("data", {}), dict) or not isinstance(info.get("settings", {}), dict):
                 raise ValueError("'data' and 'settings' must be objects")
         except CapscaleError:
@@ -237,12 +250,66 @@ def _jsonable(obj):
 # ---------------------------------------------------------------- fitting
 
 
-def fit_once(law: Law, df: pd.DataFrame, settings: FitSettings):
-    """The multi-start fit of ``law`` to ``df``: returns (MultiStartResult, objective)."""
+# On a table larger than this the starting points are searched on a subsample of this many
+# runs, and only the best end points continue on every run (see fit_once).
+SEARCH_ROWS = 1024
+N_CONTINUE = 32
+
+
+def fit_once(law: Law, df: pd.DataFrame, settings: FitSettings, say=None):
+    """The multi-start fit of ``law`` to ``df``: returns (MultiStartResult, objective).
+
+    The search over thousands of starting points only has to find the basin of the best
+    optimum, and a few thousand runs show it as well as a hundred thousand. So on a table of
+    more than ``SEARCH_ROWS`` runs every start is refined on a fixed subsample of that many
+    runs (stratified by representation, so that every multiplier is seen), and the
+    ``N_CONTINUE`` best end points then run to convergence on all runs and are polished
+    there: the cost grows with the table as N_CONTINUE starts do, not as thousands do. Smaller
+    tables are fitted on every run from every start, as before.
+    """
     X = law.design(df)
     obj = HuberObjective(law, X, df["loss"].to_numpy(), delta=settings.delta, space=settings.space)
     starts = law.start_grid(settings.max_starts)
-    return multistart(obj, starts, prune=settings.prune), obj
+    if len(df) <= SEARCH_ROWS:
+        return multistart(obj, starts, prune=settings.prune), obj
+    sub = search_subsample(df, law, SEARCH_ROWS)
+    sub_obj = HuberObjective(law, law.design(df.iloc[sub]), df["loss"].to_numpy()[sub],
+                             delta=settings.delta, space=settings.space)
+    if say:
+        say(f"searching {len(starts)} starts on {len(sub)} of the {len(df)} runs")
+    found = multistart(sub_obj, starts, prune=settings.prune, n_polish=0)
+    best = found.finalists[:N_CONTINUE]
+    if say:
+        say(f"continuing the {len(best)} best on all {len(df)} runs "
+            f"(search took {found.stats['seconds_batched']:.2f} s)")
+    ms = multistart(obj, best, prune=False)
+    ms.stats = {**ms.stats, "n_starts": int(len(starts)), "search_rows": int(len(sub)),
+                "n_continued": int(len(best)),
+                "median_iterations_search": found.stats["median_iterations"],
+                "function_evaluations_per_start_search":
+                    found.stats["function_evaluations_per_start"],
+                "seconds_batched": round(found.stats["seconds_batched"]
+                                         + ms.stats["seconds_batched"], 4)}
+    return ms, obj
+
+
+def search_subsample(df: pd.DataFrame, law: Law, size: int) -> np.ndarray:
+    """A fixed subsample of ``size`` rows of ``df`` (sorted positions) for the start search:
+    drawn within each representation in proportion to its runs (at least 32 of each, or all
+    it has), with a seed that depends on nothing but the table's length."""
+    n = len(df)
+    if representation_columns(df):
+        keys = rep.representation_keys(df, getattr(law, "key_columns", None))
+        strata = pd.factorize(pd.Series(keys))[0]
+    else:
+        strata = np.zeros(n, dtype=np.int64)
+    rng = np.random.default_rng(n)
+    picked = []
+    for s in range(strata.max() + 1):
+        idx = np.flatnonzero(strata == s)
+        k = min(len(idx), max(32, int(round(size * len(idx) / n))))
+        picked.append(rng.choice(idx, k, replace=False))
+    return np.sort(np.concatenate(picked))
 
 
 def fit_law(runs: pd.DataFrame | str | os.PathLike, law: str | None = None, *,
@@ -281,7 +348,7 @@ def fit_law(runs: pd.DataFrame | str | os.PathLike, law: str | None = None, *,
                                                          if v is not None})
     the_law = make_law(law, df, **law_options)
     _say(progress, f"fitting {law} ({the_law.n_params} parameters) to {len(df)} runs")
-    ms, obj = fit_once(the_law, df, settings)
+    ms, obj = fit_once(the_law, df, settings, say=lambda m: _say(progress, m))
     X = obj.X
     _say(progress, f"best of {ms.stats['n_starts']} starts in {ms.stats['seconds_batched'] + ms.stats['seconds_polish']:.2f} s")
 
@@ -303,7 +370,6 @@ def fit_law(runs: pd.DataFrame | str | os.PathLike, law: str | None = None, *,
         "law": the_law.name,
         "formula": the_law.formula,
         "reference": the_law.reference,
-        "params": nest_params(the_law.natural_names, natural.tolist()),
         "rmse_loss": float(np.sqrt(np.mean((np.exp(lp) - np.exp(logy)) ** 2))),
         "rmse_log_loss": float(np.sqrt(np.mean((lp - logy) ** 2))),
         "objective": {"huber_sum": float(ms.value * delta * len(df)),
@@ -331,12 +397,12 @@ def fit_law(runs: pd.DataFrame | str | os.PathLike, law: str | None = None, *,
     info["derived_eff"] = _derived_eff(result, df)
     info["unidentified"] = unidentified(the_law, natural, lo, hi, dead, info["derived_eff"])
     if info["derived_eff"]:
-        eff = {k: v[0] for k, v in info["derived_eff"].items()}
-        info["params"]["eff"] = eff
         if samples is not None:
             info["intervals"]["eff"] = {k: [v[1], v[2]] for k, v in info["derived_eff"].items()}
     if heldout:
-        info["heldout"] = heldout_error(df, law, settings)
+        _say(progress, "held-out fit: the largest model size predicted from the rest")
+        info["heldout"] = heldout_error(df, law, settings,
+                                        say=lambda m: _say(progress, f"held-out: {m}"))
         _say(progress, "held-out fit done")
     else:
         info["heldout"] = None
@@ -556,7 +622,7 @@ def _bootstrap_chunk(law, X, loss, weights, starts, delta, space) -> np.ndarray:
 # ---------------------------------------------------------------- held-out error
 
 
-def heldout_error(df: pd.DataFrame, law: str, settings: FitSettings) -> dict:
+def heldout_error(df: pd.DataFrame, law: str, settings: FitSettings, say=None) -> dict:
     """Leave out the largest model size (sizes within 5% count as one), fit the rest with the
     same settings (no bootstrap), and predict the runs left out."""
     groups = size_groups(df["N"].to_numpy())
@@ -567,16 +633,10 @@ def heldout_error(df: pd.DataFrame, law: str, settings: FitSettings) -> dict:
     base = {"rule": rule, "N": float(test_df["N"].median()), "n_runs": int(test.sum())}
     try:
         train_law = make_law(law, train_df, **settings.law_options)
-        ms, _ = fit_once(train_law, train_df, settings)
+        ms, _ = fit_once(train_law, train_df, settings, say=say)
     except CapscaleError as e:
         return {**base, "error": str(e)}
-    keep, skipped = [], []
-    for i in range(len(test_df)):
-        try:
-            train_law.design(test_df.iloc[[i]])
-            keep.append(i)
-        except CapscaleError:
-            skipped.append(i)
+    keep, skipped = _describable(train_law, test_df)
     if not keep:
         return {**base, "error": "no held-out run has a representation the rest of the table fits"}
     sub = test_df.iloc[keep].reset_index(drop=True)
@@ -593,6 +653,25 @@ def heldout_error(df: pd.DataFrame, law: str, settings: FitSettings) -> dict:
         out["skipped"] = {"n_runs": len(skipped), "why": "representation not in the rest of the table",
                           "representations": sorted(set(keys))}
     return out
+
+
+def _describable(law: Law, df: pd.DataFrame) -> tuple[list[int], list[int]]:
+    """Positions of the rows of ``df`` whose representation ``law`` can describe, and of the
+    rest. One design of the whole table decides when it succeeds; only a table with rows the
+    law cannot describe is tried row by row."""
+    try:
+        law.design(df)
+        return list(range(len(df))), []
+    except CapscaleError:
+        pass
+    keep, skipped = [], []
+    for i in range(len(df)):
+        try:
+            law.design(df.iloc[[i]])
+            keep.append(i)
+        except CapscaleError:
+            skipped.append(i)
+    return keep, skipped
 
 
 def save_fit(result: FitResult, path: str | os.PathLike) -> Path:

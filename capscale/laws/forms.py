@@ -32,11 +32,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from capscale.capacity.law import LOG4, log_quarter, tanh_capacity
 from capscale.errors import CapscaleError, option
 from capscale.laws import representation as rep
 from capscale.laws.table import representation_columns, size_groups
-
-LOG4 = math.log(4.0)
 
 
 @dataclass
@@ -342,18 +341,19 @@ class DecoupledLaw(ChinchillaLaw):
 
     def design(self, df):
         X = super().design(df)
-        keys = rep.representation_keys(df, self.key_columns)
-        index = {k: i for i, k in enumerate(self.keys)}
+        keys = pd.Index(rep.representation_keys(df, self.key_columns), dtype=object)
+        col = pd.Index(self.keys, dtype=object).get_indexer(keys)
+        unknown = (col < 0) & ~keys.isin(self.reference_keys)
+        if unknown.any():
+            known = ", ".join(self.reference_keys + self.keys)
+            raise CapscaleError(
+                f"representation {keys[int(np.flatnonzero(unknown)[0])]!r} has no fitted "
+                f"multiplier in this decoupled fit (fitted: {known}); a unified fit predicts new "
+                "formats from their GMSE"
+            )
         onehot = np.zeros((len(df), len(self.keys)))
-        for i, k in enumerate(keys):
-            if k in index:
-                onehot[i, index[k]] = 1.0
-            elif k not in self.reference_keys:
-                known = ", ".join(self.reference_keys + self.keys)
-                raise CapscaleError(
-                    f"representation {k!r} has no fitted multiplier in this decoupled fit "
-                    f"(fitted: {known}); a unified fit predicts new formats from their GMSE"
-                )
+        rows = np.flatnonzero(col >= 0)
+        onehot[rows, col[rows]] = 1.0
         X.extra["onehot"] = onehot
         return X
 
@@ -368,6 +368,20 @@ class DecoupledLaw(ChinchillaLaw):
                 "key_columns": self.key_columns}
 
 
+
+
+def _levels(onehot: np.ndarray, lg: np.ndarray) -> dict:
+    """One part slot of the unified law's design, by distinct level: a table has many runs
+    but few (capacity curve, GMSE) pairs, so ρ is computed once per pair. ``onehot`` (U, G),
+    ``lg`` and ``valid`` (U,) describe the levels, ``level`` (n,) names each run's level and
+    ``runs`` (n, U) is its one-hot (to sum a run-wise weight by level)."""
+    pairs = np.concatenate([onehot, lg[:, None]], axis=1)
+    uniq, first, level = np.unique(pairs, axis=0, return_index=True, return_inverse=True)
+    level = np.asarray(level).reshape(-1)
+    runs = np.zeros((len(lg), len(uniq)))
+    runs[np.arange(len(lg)), level] = 1.0
+    return {"onehot": onehot[first], "lg": lg[first], "valid": onehot[first].sum(1),
+            "level": level, "runs": runs}
 
 
 class UnifiedLaw(ChinchillaLaw):
@@ -536,17 +550,17 @@ class UnifiedLaw(ChinchillaLaw):
             names = self._group_names(slot)
             onehot = np.zeros((len(df), len(self.groups)))
             lg = np.ones(len(df))
-            for i, g in enumerate(names):
-                if g is None:
-                    continue
-                if g not in index:
-                    raise CapscaleError(
-                        f"compression type {g!r} (row {i}) has no fitted capacity curve in this "
-                        f"unified fit (fitted: {self.groups})"
-                    )
-                onehot[i, index[g]] = 1.0
-                lg[i] = -math.log(slot["gmse"][i]) / LOG4
-            parts.append({"onehot": onehot, "lg": lg, "valid": onehot.sum(1)})
+            col = np.array([-2 if g is None else index.get(g, -1) for g in names], dtype=np.int64)
+            if (col == -1).any():
+                i = int(np.flatnonzero(col == -1)[0])
+                raise CapscaleError(
+                    f"compression type {names[i]!r} (row {i}) has no fitted capacity curve in "
+                    f"this unified fit (fitted: {self.groups})"
+                )
+            rows = np.flatnonzero(col >= 0)
+            onehot[rows, col[rows]] = 1.0
+            lg[rows] = log_quarter(slot["gmse"][rows])
+            parts.append(_levels(onehot, lg))
         X.extra["parts"] = parts
         return X
 
@@ -591,8 +605,8 @@ class UnifiedLaw(ChinchillaLaw):
     def log_eff(self, extra, X):
         logL, logP, logQ = self._split(extra)
         total = 0.0
-        for p in X.extra["parts"]:
-            total = total + self._part_log_rho(logL, logP, logQ, p)[0]
+        for p in X.extra["parts"]:  # ρ at each distinct level, spread over the runs
+            total = total + self._part_log_rho(logL, logP, logQ, p)[0][:, p["level"]]
         return total
 
     def log_eff_vjp(self, extra, X, w):
@@ -604,9 +618,10 @@ class UnifiedLaw(ChinchillaLaw):
         for p in X.extra["parts"]:
             M = p["onehot"]
             _, dP, dQ = self._part_log_rho(logL, logP, logQ, p)
-            gL += w @ M
-            gP += (w * dP) @ M
-            gQ += (w * dQ) @ M
+            wl = w @ p["runs"]  # the weight of each level: the sum over its runs
+            gL += wl @ M
+            gP += (wl * dP) @ M
+            gQ += (wl * dQ) @ M
         parts = ([gL] if self._nL else []) + [gP, gQ]
         return np.concatenate(parts, axis=1)
 
@@ -654,7 +669,7 @@ class UnifiedLaw(ChinchillaLaw):
         if self.curve == "tanh":
             L = natural[self.natural_name("L", group)] if self._nL else (self.fix_L or 1.0)
             F, C = natural[self.natural_name("F", group)], natural[self.natural_name("C", group)]
-            return L * np.tanh(F * (-np.log(g) / LOG4)) ** C
+            return tanh_capacity(g, L, F, C)
         A, B = natural[self.natural_name("A_rho", group)], natural[self.natural_name("B_rho", group)]
         with np.errstate(divide="ignore", over="ignore"):
             ga = g ** A

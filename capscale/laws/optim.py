@@ -339,6 +339,8 @@ def _multistart(obj, starts, schedule, min_keep, maxiter, ftol, n_polish, prune)
 def _distinct(x: np.ndarray, candidates: np.ndarray, k: int, rtol: float = 1e-6) -> list[int]:
     """Up to k indices among ``candidates`` (best first) whose rows of x differ."""
     out: list[int] = []
+    if k <= 0:
+        return out
     for i in candidates:
         if all(np.max(np.abs(x[i] - x[o]) / (np.abs(x[o]) + 1e-8)) > rtol for o in out):
             out.append(int(i))

@@ -24,26 +24,15 @@ KEY_SEPARATOR = "/"
 
 
 def is_dense(spec: str | None) -> bool:
-    """True for the uncompressed representation (``none`` and its aliases)."""
+    """True for the uncompressed representation (``none`` and its aliases).
+
+    Decided from the text alone, without the formats library (and torch): the format parser
+    reads a spec as uncompressed exactly when, lower-cased and without spaces, it is one of
+    its dense names (``capscale.formats.spec.DENSE_NAMES``, all among ``DENSE_ALIASES``);
+    every other spec it accepts has a compressing part."""
     if spec is None:
         return True
-    s = str(spec).strip().lower()
-    if s in DENSE_ALIASES:
-        return True
-    fmt = _try_parse(s)
-    return bool(fmt is not None and getattr(fmt, "is_identity", False))
-
-
-@functools.lru_cache(maxsize=4096)
-def _try_parse(spec: str):
-    try:
-        from capscale.formats import parse_format
-    except ImportError:
-        return None
-    try:
-        return parse_format(spec)
-    except (CapscaleError, ValueError):
-        return None
+    return str(spec).strip().lower().replace(" ", "") in DENSE_ALIASES
 
 
 def _parse(spec: str, what: str):
@@ -122,15 +111,38 @@ def representation_keys(df: pd.DataFrame, key_columns: list[str] | None = None) 
     missing = [c for c in cols if c not in df.columns]
     if missing:
         raise CapscaleError(f"eff key column(s) {missing} are not in the table {list(df.columns)}")
-    values = df[cols].astype(str).to_numpy()
-    return [KEY_SEPARATOR.join(row) for row in values]
+    keys = df[cols[0]].astype(str)
+    for c in cols[1:]:
+        keys = keys + KEY_SEPARATOR + df[c].astype(str)
+    return keys.tolist()
+
+
+def _per_value(values, fn, dtype=object) -> np.ndarray:
+    """``fn`` applied once to each distinct value of ``values``, spread back over the rows
+    (a runs table has many rows and few representations)."""
+    seen: dict = {}
+    out = []
+    for v in values:
+        try:
+            r = seen[v]
+        except KeyError:
+            r = seen[v] = fn(v)
+        except TypeError:  # an unhashable cell: computed as it is
+            r = fn(v)
+        out.append(r)
+    if dtype is object:  # one cell per row even where the values are tuples
+        arr = np.empty(len(out), dtype=object)
+        arr[:] = out
+        return arr
+    return np.array(out, dtype=dtype)
 
 
 def dense_rows(df: pd.DataFrame) -> np.ndarray:
     """Rows whose every part is uncompressed."""
-    cols = part_columns(df)
-    return np.array([all(is_dense(row[c]) for c in cols) for _, row in df[cols].iterrows()],
-                    dtype=bool)
+    out = np.ones(len(df), dtype=bool)
+    for c in part_columns(df):
+        out &= _per_value(df[c].tolist(), is_dense, dtype=bool)
+    return out
 
 
 def part_table(df: pd.DataFrame, *, split_composed: bool = False) -> list[dict]:
@@ -146,29 +158,30 @@ def part_table(df: pd.DataFrame, *, split_composed: bool = False) -> list[dict]:
         specs = df[col].astype(str).tolist()
         gcol, kcol = _companion(df, col, "gmse"), _companion(df, col, "kind")
         methods = part_methods(df, col)
-        given_g = pd.to_numeric(df[gcol], errors="coerce").to_numpy(np.float64) if gcol else None
-        given_k = df[kcol].astype(object).to_numpy() if kcol else None
+        given_g = (pd.to_numeric(df[gcol], errors="coerce").to_numpy(np.float64) if gcol
+                   else np.full(len(specs), np.nan))
+        given_k = (df[kcol].astype(object).to_numpy() if kcol
+                   else np.full(len(specs), None, dtype=object))
         n_comp = max(len(split_components(s)) for s in specs) if split_composed else 1
+        given_g_ok = np.isfinite(given_g)
+        given_k_ok = _per_value(given_k, lambda v: isinstance(v, str) and bool(v), dtype=bool)
         for j in range(n_comp):
+            # per distinct spec: the part in slot j (None where dense or absent) and whether
+            # it is one piece of a composition (then the spec decides, not the given columns)
+            slot = _per_value(specs, lambda s, j=j: _slot_part(s, j, split_composed))
+            dense = np.array([p is None for p in slot], dtype=bool)
+            part = np.array([p[0] if p else "" for p in slot], dtype=object)
+            composed = np.array([bool(p and p[1]) for p in slot], dtype=bool)
             g = np.zeros(len(specs))
-            kinds = np.empty(len(specs), dtype=object)
-            for i, spec in enumerate(specs):
-                comps = split_components(spec) if split_composed else [spec]
-                if is_dense(spec) or j >= len(comps):
-                    kinds[i] = "dense"
-                    continue
-                part = comps[j]
-                if split_composed and len(comps) > 1:
-                    g[i], kinds[i] = spec_gmse(part), spec_kind(part)
-                    continue
-                if given_g is not None and np.isfinite(given_g[i]):
-                    g[i] = given_g[i]
-                else:
-                    g[i] = spec_gmse(part)
-                if given_k is not None and isinstance(given_k[i], str) and given_k[i]:
-                    kinds[i] = given_k[i]
-                else:
-                    kinds[i] = spec_kind(part)
+            use_g = ~dense & ~composed & given_g_ok
+            g[use_g] = given_g[use_g]
+            need = ~dense & ~use_g
+            g[need] = _per_value(part[need], spec_gmse, dtype=np.float64)
+            kinds = np.full(len(specs), "dense", dtype=object)
+            use_k = ~dense & ~composed & given_k_ok
+            kinds[use_k] = given_k[use_k]
+            need = ~dense & ~use_k
+            kinds[need] = _per_value(part[need], spec_kind)
             name = col if n_comp == 1 else f"{col}[{j}]"
             slots.append({"name": name, "gmse": g, "kind": kinds, "method": methods})
     for slot in slots:
@@ -181,6 +194,15 @@ def part_table(df: pd.DataFrame, *, split_composed: bool = False) -> list[dict]:
                 f"row {i} has {slot['gmse'][i]!r} ({int(bad.sum())} such rows)"
             )
     return slots
+
+
+def _slot_part(spec: str, j: int, split_composed: bool) -> tuple[str, bool] | None:
+    """Slot ``j`` of a spec: (the part, whether it is one piece of a composition), or None
+    where the spec is dense or has no j-th part."""
+    comps = split_components(spec) if split_composed else [spec]
+    if is_dense(spec) or j >= len(comps):
+        return None
+    return comps[j], split_composed and len(comps) > 1
 
 
 def part_methods(df: pd.DataFrame, col: str) -> np.ndarray | None:
@@ -209,10 +231,11 @@ def part_bits(df: pd.DataFrame) -> dict[str, np.ndarray]:
     for col in part_columns(df):
         bcol = _companion(df, col, "bits")
         specs = df[col].astype(str).tolist()
-        given = pd.to_numeric(df[bcol], errors="coerce").to_numpy(np.float64) if bcol else None
-        out[col] = np.array(
-            [given[i] if given is not None and np.isfinite(given[i]) else spec_bits(s)
-             for i, s in enumerate(specs)],
-            dtype=np.float64,
-        )
+        given = (pd.to_numeric(df[bcol], errors="coerce").to_numpy(np.float64) if bcol
+                 else np.full(len(specs), np.nan))
+        use = np.isfinite(given)
+        bits = np.empty(len(specs))
+        bits[use] = given[use]
+        bits[~use] = _per_value(np.array(specs, dtype=object)[~use], spec_bits, dtype=np.float64)
+        out[col] = bits
     return out

@@ -55,12 +55,10 @@ def transfer_fit(dense: pd.DataFrame, curve: dict[str, tuple[float, float]], *,
     theta = np.concatenate([dense_fit.theta, [math.log(curve[k][0]) for k in CURVE]])
     samples = np.concatenate([dense_fit.samples, draws], axis=1)
     info = dict(dense_fit.info)
-    natural = law.to_natural(theta)
     level = info["settings"]["interval_level"]
     lo, hi = _percentiles(law.to_natural(samples), level)
     info.update({
         "law": law.name, "formula": law.formula, "reference": law.reference,
-        "params": nest_params(law.natural_names, natural.tolist()),
         "intervals": nest_params(law.natural_names, [[float(a), float(b)] for a, b in zip(lo, hi)]),
         "derived_eff": {},
         "transfer": {"curve": {k: {"value": curve[k][0], "sd": curve[k][1]} for k in CURVE},

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from capscale.errors import CapscaleError
+from capscale.model.flops import flops_per_token
 from capscale.model.presets import ARCHS, SIZES, SizePreset, size_preset  # noqa: F401  (re-exported)
 
 
@@ -104,9 +105,8 @@ class LlamaConfig:
         PaLM/Chinchilla accounting used for model-FLOPs utilisation.
         """
         t = self.max_seq_len if seq_len is None else seq_len
-        matmul_params = self.non_embedding_params + self.vocab_size * self.n_embd
-        attention = 6 * self.n_layer * self.n_embd * t  # QK^T and AV, fwd+bwd, causal halves it
-        return 6.0 * matmul_params + attention
+        return flops_per_token(self.non_embedding_params, self.vocab_size, self.n_layer,
+                               self.n_embd, t)
 
     def to_dict(self) -> dict:
         out = asdict(self)

@@ -21,12 +21,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from capscale.capacity import gmse
+from capscale.capacity import gmse, log_quarter
 from capscale.errors import CapscaleError
 from capscale.formats import parse_format
 from capscale.probe.tensors import ProbeTensor
 
-LOG4 = math.log(4.0)
 # a pair is a disagreement only when both orders are clear: each gap above this fraction
 MIN_GAP = 0.02
 
@@ -93,7 +92,7 @@ def probe(tensors: list[ProbeTensor], formats: list[str], seed: int = 0,
                 "tensor": t.name, "layer_type": t.layer_type, "kind": t.kind,
                 "rows": int(x.shape[0]), "cols": int(x.shape[1]), "format": f.spec,
                 "bits_per_value": f.bits(tuple(x.shape)), "rel_mse": real,
-                "eff_bits": -math.log(real) / LOG4 if real > 0 else math.nan,
+                "eff_bits": float(log_quarter(real)) if real > 0 else math.nan,
                 "gmse": gm, "ratio_to_gmse": real / gm if gm > 0 else math.nan,
                 "gauss_same_shape": gauss,
                 "ratio_to_gauss": real / gauss if gauss > 0 else math.nan,
@@ -117,7 +116,7 @@ def _by_layer_type(df: pd.DataFrame) -> pd.DataFrame:
         gm = float(grp["gmse"].iloc[0])
         out.append({"layer_type": lt, "kind": grp["kind"].iloc[0], "format": spec,
                     "tensors": len(grp), "rel_mse": real,
-                    "eff_bits": -math.log(real) / LOG4 if real > 0 else math.nan,
+                    "eff_bits": float(log_quarter(real)) if real > 0 else math.nan,
                     "ratio_to_gmse": real / gm, "ratio_to_gauss": real / gauss,
                     "kurtosis": float(grp["kurtosis"].mean()),
                     "max_over_rms": float(grp["max_over_rms"].max())})
@@ -136,7 +135,7 @@ def _summary(df: pd.DataFrame, g: dict) -> tuple[pd.DataFrame, list[str]]:
         grp = common[common["format"] == spec]
         real, gauss = _weighted(grp, "rel_mse"), _weighted(grp, "gauss_same_shape")
         rows.append({"format": spec, "bits_per_value": parse_format(spec).bits_per_value,
-                     "rel_mse": real, "eff_bits": -math.log(real) / LOG4 if real > 0 else math.nan,
+                     "rel_mse": real, "eff_bits": float(log_quarter(real)) if real > 0 else math.nan,
                      "gauss_same_shape": gauss, "gmse": g[spec].gmse,
                      "ratio_to_gmse": real / g[spec].gmse, "ratio_to_gauss": real / gauss,
                      "tensors": len(grp)})

@@ -51,7 +51,7 @@ def has_compressed(df: pd.DataFrame) -> bool:
     from capscale.laws import representation as rep
 
     cols = [c for c in ("format", "w_format", "a_format") if c in df.columns]
-    return any(not rep.is_dense(v) for c in cols for v in df[c].dropna())
+    return any(not rep.is_dense(v) for c in cols for v in df[c].dropna().unique())
 
 
 def fit_laws(df: pd.DataFrame, *, n_bootstrap: int = 1000, capacity_groups: str | None = None,
@@ -69,7 +69,7 @@ def fit_laws(df: pd.DataFrame, *, n_bootstrap: int = 1000, capacity_groups: str 
         options = {"capacity_groups": capacity_groups} if law == "unified" and capacity_groups else {}
         _say(f"fitting the {law} law to {len(df)} runs", quiet)
         try:
-            fits[law] = fit_law(df, law, n_bootstrap=n_bootstrap, **options)
+            fits[law] = fit_law(df, law, n_bootstrap=n_bootstrap, progress=not quiet, **options)
         except CapscaleError as e:
             fits[law] = str(e)
     return fits

@@ -10,31 +10,26 @@ below large-model MFU), so the hours are an estimate to plan with, not a measure
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from capscale.data.tokenizers import known_vocab_size
 from capscale.sweep.spec import SweepSpec
 
 # dense BF16 tensor-core peaks (no sparsity), from the vendors' data sheets, in FLOP/s
 PEAK_FLOPS = {"h100": 989e12, "h200": 989e12, "a100": 312e12, "b200": 2250e12}
 DEFAULT_MFU = 0.3
 DEFAULT_ACCELERATOR = "h100"
-# vocabulary sizes of tokenizers whose spec does not say it
-KNOWN_VOCAB = {"builtin:mistral-v1": 32000, "hf:gpt2": 50257}
-ASSUMED_VOCAB = 32000
+ASSUMED_VOCAB = 32000  # planned with when the tokenizer's size is not known before loading it
 
 
 def vocab_size_of(tokenizer: str, given: int | None = None) -> tuple[int, str]:
     """The tokenizer's vocabulary size and where the number comes from."""
     if given:
         return given, "[cost] vocab_size"
-    m = re.fullmatch(r"train:spm:(\d+)", tokenizer.strip())
-    if m:
-        return int(m[1]), f"the tokenizer spec {tokenizer}"
-    if tokenizer in KNOWN_VOCAB:
-        return KNOWN_VOCAB[tokenizer], f"the tokenizer {tokenizer}"
-    if "llama-2" in tokenizer.lower():
-        return 32000, f"the tokenizer {tokenizer}"
+    known = known_vocab_size(tokenizer)
+    if known is not None:
+        kind = "tokenizer spec" if tokenizer.strip().startswith("train:") else "tokenizer"
+        return known, f"the {kind} {tokenizer}"
     return ASSUMED_VOCAB, f"assumed for {tokenizer} (set [cost] vocab_size)"
 
 

@@ -26,14 +26,13 @@ from pathlib import Path
 
 from capscale.errors import CapscaleError
 from capscale.io import atomic_write_json, atomic_write_text
+from capscale.sweep.schema import (  # noqa: F401  (the [slurm] table; re-exported)
+    CLUSTERS,
+    DEFAULTS,
+    SLURM_KEYS,
+    validate_slurm,
+)
 
-SLURM_KEYS = {
-    "partition": str, "account": str, "qos": str, "constraint": str, "timeout_min": int,
-    "cpus_per_gpu": int, "mem_gb": (int, float), "array": bool, "array_parallelism": int,
-    "job_name": str, "setup": list, "python": str, "additional": dict, "cluster": str,
-}
-CLUSTERS = ("slurm", "local", "debug")
-DEFAULTS = {"cpus_per_gpu": 8, "array": True}
 CPU_JOB_CPUS = 2  # a CPU-sized run (no GPU): one training process and its data loading
 DEFAULT_TIMEOUT_MIN = 1440  # without a cost estimate
 STOP_WARNING_S = 300  # SIGUSR1 this long before the time limit: checkpoint and stop
@@ -61,36 +60,6 @@ def node_local_paths(paths) -> list[str]:
             found.append(text)
     return found
 SLURM_DIR = "slurm"
-
-
-def validate_slurm(table: dict, where: str) -> dict:
-    from capscale.sweep.spec import _unknown
-
-    out = dict(DEFAULTS)
-    for k, v in table.items():
-        if k not in SLURM_KEYS:
-            raise _unknown(where, k, SLURM_KEYS)
-        kind = SLURM_KEYS[k]
-        if not isinstance(v, kind) or (isinstance(v, bool) and kind is not bool):
-            names = " or ".join(t.__name__ for t in (kind if isinstance(kind, tuple) else (kind,)))
-            raise CapscaleError(f"{where}: {k} = {v!r} must be a {names}")
-        if k == "setup" and not all(isinstance(x, str) for x in v):
-            raise CapscaleError(f"{where}: setup must be a list of shell lines (strings)")
-        if k == "cluster" and v not in CLUSTERS:
-            raise CapscaleError(f"{where}: cluster = {v!r}; valid: {', '.join(CLUSTERS)}")
-        if k in ("timeout_min", "cpus_per_gpu", "array_parallelism", "mem_gb") and v <= 0:
-            raise CapscaleError(f"{where}: {k} = {v!r} must be positive")
-        # values become '#SBATCH --key=value' lines: one line each, no shell to inject
-        values = list(v.items()) if k == "additional" else [(k, v)]
-        for name, value in values:
-            for text in (str(name), str(value)) if k != "setup" else ():
-                if any(c in text for c in "\n\r\0") or (k != "python" and any(c.isspace() for c in text)):
-                    raise CapscaleError(f"{where}: {k} = {v!r}: an sbatch option is one word "
-                                        "without spaces or line breaks")
-        if k == "setup" and any(c in line for line in v for c in "\n\r\0"):
-            raise CapscaleError(f"{where}: setup = {v!r}: give one shell line per list item")
-        out[k] = v
-    return out
 
 
 def job_parameters(slurm: dict, name: str, gpus_per_run: int) -> dict:

@@ -39,7 +39,6 @@ folders, and a spec that grows keeps the folders of the runs it already had.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import itertools
 import json
@@ -50,7 +49,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from capscale.errors import CapscaleError
-from capscale.train.loop import RUNTIME_FIELDS  # settings that do not change what a run computes
+from capscale.model.flops import flops_per_token
+from capscale.sweep.schema import unknown_key, validate_slurm
+from capscale.train.records import RUNTIME_FIELDS, identity  # noqa: F401  (identity re-exported)
 
 # Parts of every run name, in this order; other settings appear only when they vary.
 NAME_FIELDS = ("size", "n_layer", "n_embd", "n_head", "tokens_per_param", "tokens", "steps",
@@ -109,13 +110,6 @@ def _check_type(where: str, name: str, value, annotation: str):
     return float(value) if base == "float" else value
 
 
-def _unknown(where: str, key: str, valid) -> CapscaleError:
-    valid = sorted(valid)
-    close = difflib.get_close_matches(key, valid, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return CapscaleError(f"{where}: unknown key {key!r}{hint}; valid keys: {', '.join(valid)}")
-
-
 def split_formats(value, where: str) -> tuple[str, str]:
     """``"int4"`` -> (int4, int4); ``"int4/none"`` or ``["int4", "none"]`` -> (int4, none)."""
     if isinstance(value, (list, tuple)):
@@ -161,10 +155,10 @@ class PlannedRun:
 
     def flops(self, vocab_size: int) -> float:
         """Training FLOPs: 6·(N + V·d)·D for the matmuls (the LM head counted, the embedding
-        lookup not) plus 6·L·T·d·D for attention scores and values (causal, Kaplan et al.)."""
-        seq = self.config.seq_len
-        per_token = 6.0 * (self.n_params + vocab_size * self.n_embd) + 6.0 * self.n_layer * seq * self.n_embd
-        return per_token * self.tokens
+        lookup not) plus 6·L·T·d·D for attention scores and values (causal, Kaplan et al.),
+        as the model counts them (:func:`capscale.model.flops.flops_per_token`)."""
+        return flops_per_token(self.n_params, vocab_size, self.n_layer, self.n_embd,
+                               self.config.seq_len) * self.tokens
 
     def to_dict(self) -> dict:
         return {"name": self.name, "config": self.config.to_dict(), "N": self.n_params,
@@ -229,7 +223,7 @@ def spec_from_dict(d: dict, source: str = "<spec>", text: str | None = None,
     where = Path(source).name
     for key in d:
         if key not in TOP_LEVEL:
-            raise _unknown(f"{where} (top level)", key, TOP_LEVEL)
+            raise unknown_key(f"{where} (top level)", key, TOP_LEVEL)
     name = d.get("name", default_name)
     if not isinstance(name, str) or not name.strip():
         raise CapscaleError(f"{where}: name = {name!r} must be a non-empty string")
@@ -276,8 +270,6 @@ def spec_from_dict(d: dict, source: str = "<spec>", text: str | None = None,
     if launcher.get("kind", "local") not in LAUNCHERS:
         raise CapscaleError(f"{where} [launcher]: kind = {launcher['kind']!r}; valid: "
                             f"{', '.join(LAUNCHERS)}")
-    from capscale.sweep.slurm import validate_slurm
-
     slurm = validate_slurm(d.get("slurm", {}), f"{where} [slurm]")
     cost = _typed_table(d.get("cost", {}), COST_KEYS, f"{where} [cost]")
     return SweepSpec(name=name.strip(), source=source, runs=runs, out=out, launcher=launcher,
@@ -312,7 +304,7 @@ def _typed_table(table: dict, keys: dict, where: str) -> dict:
     out = {}
     for k, v in table.items():
         if k not in keys:
-            raise _unknown(where, k, keys)
+            raise unknown_key(where, k, keys)
         kind = keys[k]
         if kind in (int, float) and isinstance(v, str):  # "3B", "8Ki": the number grammar
             from capscale.numbers import parse_number
@@ -337,7 +329,7 @@ def _base_settings(train: dict, settable: dict, where: str) -> dict:
             out["w_format"], out["a_format"] = w, a
             continue
         if k not in settable:
-            raise _unknown(where, k, [*settable, "formats"])
+            raise unknown_key(where, k, [*settable, "formats"])
         if isinstance(v, list):
             raise CapscaleError(f"{where}.{k} = {v!r}: [train] settings are single values; "
                                 "put lists in [grid] to vary them")
@@ -353,7 +345,7 @@ def _grid_points(grid: dict, settable: dict, where: str) -> list[dict]:
     axes = []
     for k, values in grid.items():
         if k != "formats" and k not in settable:
-            raise _unknown(where, k, [*settable, "formats"])
+            raise unknown_key(where, k, [*settable, "formats"])
         if not isinstance(values, list):
             values = [values]
         if not values:
@@ -374,7 +366,7 @@ def _run_point(extra: dict, settable: dict, where: str) -> dict:
         if k == "formats":
             point["w_format"], point["a_format"] = split_formats(v, f"{where}.formats")
         elif k not in settable:
-            raise _unknown(where, k, [*settable, "formats"])
+            raise unknown_key(where, k, [*settable, "formats"])
         elif isinstance(v, list):
             raise CapscaleError(f"{where}.{k} = {v!r}: a [[runs]] entry is one run; "
                                 "put lists in [grid]")
@@ -465,8 +457,4 @@ def run_name(cfg, base_cfg=None) -> str:
         name = f"{name[:MAX_NAME - 11]}-{digest}"
     return name
 
-
-def identity(config_dict: dict) -> dict:
-    """The settings that define what a run computes (runtime settings dropped)."""
-    return {k: v for k, v in config_dict.items() if k not in RUNTIME_FIELDS}
 

@@ -99,7 +99,7 @@ def write_tables(spec: SweepSpec, root: Path) -> tuple[Path, Path, pd.DataFrame]
 def runs_key(spec: SweepSpec) -> str:
     """A hash of what the spec's runs compute: two launches with the same key train the
     same runs."""
-    from capscale.sweep.spec import identity
+    from capscale.train.records import identity
 
     runs = [{"name": r.name, "config": identity(r.config.to_dict())} for r in spec.runs]
     text = json.dumps(runs, sort_keys=True, default=str)

@@ -50,8 +50,8 @@ def run_config(manifest_path: str | os.PathLike, name: str):
 def differing_settings(cfg) -> str:
     """The settings in which the run saved in ``cfg.out`` differs from ``cfg`` ("" when the
     folder holds no run, or this one): ``"lr: folder 0.5, spec None, ..."``."""
-    from capscale.sweep.spec import identity
     from capscale.train import records
+    from capscale.train.records import identity
 
     saved_path = Path(cfg.out) / records.CONFIG
     if not saved_path.exists():

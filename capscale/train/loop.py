@@ -39,11 +39,8 @@ from capscale.train.distributed import Dist, all_reduce_sum, barrier, setup, tea
 from capscale.train.monitor import Monitor
 from capscale.train.monitor import check_available as check_loggers
 from capscale.train.optim import build_optimizer
+from capscale.train.records import RUNTIME_FIELDS  # noqa: F401  (re-exported)
 from capscale.train.schedule import lr_at
-
-# Settings that may differ between a run and its resumption: they change how the run is
-# watched or executed, not what it computes.
-RUNTIME_FIELDS = ("device", "compile", "progress", "tensorboard", "wandb_project", "out")
 
 
 def train(cfg: TrainConfig, data: RunData | None = None, resume: bool = False) -> dict:

@@ -20,6 +20,15 @@ from pathlib import Path
 from capscale.errors import CapscaleError
 from capscale.io import atomic_write_json
 
+# Settings that may differ between a run and its resumption: they change how the run is
+# watched or executed, not what it computes.
+RUNTIME_FIELDS = ("device", "compile", "progress", "tensorboard", "wandb_project", "out")
+
+
+def identity(config_dict: dict) -> dict:
+    """The settings that define what a run computes (runtime settings dropped)."""
+    return {k: v for k, v in config_dict.items() if k not in RUNTIME_FIELDS}
+
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 RESULT = "result.json"

@@ -42,3 +42,9 @@ def test_help_imports_no_torch(argv):
 
 def test_fit_and_predict_import_no_torch(chinchilla_fit):
     assert _run("predict", str(chinchilla_fit), "--n", "1e9", "--d", "2e10") == "TORCH-ABSENT 0"
+
+
+def test_decoupled_fit_of_the_quest_table_imports_no_torch():
+    """The format columns of QuEST's runs are specs; deciding which runs are dense and
+    keying the multipliers needs no formats library."""
+    assert _run("fit", "builtin:quest", "--bootstrap", "0", "--no-heldout") == "TORCH-ABSENT 0"

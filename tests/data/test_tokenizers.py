@@ -104,9 +104,24 @@ def test_missing_model_file(tmp_path):
 def test_mistral_v1_from_the_wheel():
     tok = tk.load_tokenizer("builtin:mistral-v1")
     assert (tok.vocab_size, tok.bos_id, tok.eos_id) == (32000, 1, 2)
+    assert tk.known_vocab_size("builtin:mistral-v1") == tok.vocab_size  # the table agrees
     assert tok._sp.id_to_piece(3) == "<0x00>"
     # ids measured with the model file of mistral-common 1.13.1
     assert tok.encode("Hello world.") == [22557, 1526, 28723]
+
+
+def test_known_vocab_sizes_are_the_loaded_tokenizers_and_the_sweep_cost_uses_them(
+        tmp_path, jsonl_corpus):
+    """One vocabulary table: the sweep's cost estimate reads the tokenizers' own."""
+    from capscale.sweep import vocab_size_of
+
+    tok = tk.load_tokenizer("train:spm:400", source=parse_source(str(jsonl_corpus)),
+                            cache_dir=tmp_path)
+    assert tk.known_vocab_size("train:spm:400") == tok.vocab_size == 400
+    for spec in ("train:spm:400", "builtin:mistral-v1", "hf:gpt2", "hf:meta-llama/Llama-2-7b-hf"):
+        assert vocab_size_of(spec)[0] == tk.known_vocab_size(spec)
+    assert tk.known_vocab_size("hf:someone/else") is None
+    assert vocab_size_of("hf:someone/else")[1].startswith("assumed")
 
 
 def test_mistral_v1_absent_says_how_to_install(monkeypatch):

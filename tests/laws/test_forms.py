@@ -137,6 +137,27 @@ def test_unified_capacity_is_the_papers_tanh_form_and_multiplies_over_parts():
     np.testing.assert_allclose(eff, w * a, rtol=1e-12)
 
 
+def test_the_fitted_capacity_curve_is_the_capacity_probes_rho():
+    """One ρ(GMSE): the unified law (its ρ, and the multiplier it fits through log ρ) and
+    the capacity package's published curve are one formula, so they cannot drift apart."""
+    from capscale.capacity import UNIFIED_LLAMA_C4, log_quarter, rho_unified
+
+    df = wa_table()
+    law = make_law("unified", df, capacity_groups="single")
+    nat = law.to_natural(law.start_grid()[0])
+    names = law.natural_names
+    for k in ("L", "F", "C"):
+        nat[names.index(k)] = UNIFIED_LLAMA_C4[k]
+    g = np.array([0.5, 0.1, 0.0117, 1e-4])
+    by_name = dict(zip(names, nat))
+    np.testing.assert_array_equal(law.rho(by_name, g, "all"), rho_unified(g, **UNIFIED_LLAMA_C4))
+    eff = law.eff(law.from_natural(nat), law.design(df))[0]
+    w = np.where(df["w_format"] == "none", 1.0, rho_unified(df["w_gmse"].fillna(0.5), **UNIFIED_LLAMA_C4))
+    a = np.where(df["a_format"] == "none", 1.0, rho_unified(df["a_gmse"].fillna(0.5), **UNIFIED_LLAMA_C4))
+    np.testing.assert_allclose(eff, w * a, rtol=1e-13)
+    assert log_quarter(4.0 ** -3) == pytest.approx(3.0, rel=1e-15)
+
+
 def test_one_model_size_is_an_error():
     df = wa_table()
     df["N"] = 5e7

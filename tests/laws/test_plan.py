@@ -123,10 +123,11 @@ def test_cli_plan_json_and_toml(tmp_path, capsys, prior):
     spec = spec_from_text(out.read_text())
     assert estimate(spec).accelerator_hours == pytest.approx(res["hours"], rel=1e-9)
     # a target that is no number, and a prior without residuals and no --noise: exit 2
-    with pytest.raises(SystemExit) as stop:  # the number grammar's range check, in argparse
+    with pytest.raises(SystemExit) as e:  # the number grammar rejects it while parsing
         cli.main(["plan", "--format", "int4", "--target", "-1", "--prior",
                   str(tmp_path / "prior.json"), "--noise", "0.01", "--scale", "cpu"])
-    assert stop.value.code == 2
+    assert e.value.code == 2
+    assert "--target" in capsys.readouterr().err
     assert cli.main(["plan", "--format", "int4", "--target", "0.05", "--prior",
                      str(tmp_path / "prior.json"), "--scale", "cpu"]) == 2
     assert "--noise" in capsys.readouterr().err

@@ -133,9 +133,14 @@ def test_fit_json_round_trip(decoupled_fit, tmp_path):
     pd.testing.assert_frame_equal(a, b, rtol=1e-9)
     assert again.params["eff"]["h"] == pytest.approx(decoupled_fit.param("eff[h]"))
     assert again.intervals["eff"]["h"] == decoupled_fit.intervals["eff"]["h"]
+    written = again.to_dict()
     for key in ("law", "params", "intervals", "rmse_loss", "rmse_log_loss", "heldout",
                 "settings", "data"):
-        assert key in again.info
+        assert key in written
+    # one copy of the parameters: theta; the JSON's "params" is derived from it
+    assert "params" not in again.info
+    assert written["params"]["alpha"] == again.param("alpha") == decoupled_fit.param("alpha")
+    assert written["params"]["eff"] == decoupled_fit.params["eff"]
     assert again.info["data"]["hash"].startswith("sha256:")
 
 

@@ -161,6 +161,18 @@ def test_cost_is_six_n_d_plus_head_and_attention():
     assert est.accelerator_hours == pytest.approx(est.total_flops / (0.3 * 989e12) / 3600)
 
 
+def test_the_sweep_counts_flops_as_the_model_does():
+    """One FLOP count: a planned run's FLOPs are the model's own per-token count times D."""
+    from capscale.train import plan
+
+    spec = spec_from_text('[grid]\nsize = ["30M", "50M"]\n[train]\ntokenizer = "train:spm:32000"\n'
+                          'seq_len = 256\n')
+    for run in spec.runs:
+        model = plan(run.config, vocab_size=32000).model
+        assert model.non_embedding_params == run.n_params
+        assert run.flops(32000) == model.flops_per_token(256) * run.tokens
+
+
 def test_a_folder_holding_another_run_is_refused(tmp_path):
     import json
 
