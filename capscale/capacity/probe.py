@@ -26,7 +26,6 @@ least MIN_TENSOR_UNITS tensors are drawn, so that ±2 standard errors is a 95% i
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
