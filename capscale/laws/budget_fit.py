@@ -54,13 +54,12 @@ class BudgetFit:
 ALPHA_GRID = np.geomspace(0.01, 3.0, 1200)  # steps of 0.5% in α
 
 
-def _design(alpha: float, x: np.ndarray, k: np.ndarray, n_keys: int, with_E: bool) -> np.ndarray:
+def _design(alpha: float, x: np.ndarray, k: np.ndarray, n_keys: int) -> np.ndarray:
     """Columns [1], then exp(−α·x) masked to the dense runs and to each key's runs: for fixed
     α the law E + A·N^(−α) (dense) and E + A·ρ_k^(−α)·N^(−α) (key k) is linear in
     (E, A, c_k = A·ρ_k^(−α))."""
     z = np.exp(-alpha * (x - x.mean()))  # centred: the same fit, better conditioned
-    cols = [np.ones_like(z)] if with_E else []
-    cols.append(np.where(k < 0, z, 0.0))
+    cols = [np.ones_like(z), np.where(k < 0, z, 0.0)]
     cols += [np.where(k == i, z, 0.0) for i in range(n_keys)]
     return np.column_stack(cols)
 
@@ -68,13 +67,13 @@ def _design(alpha: float, x: np.ndarray, k: np.ndarray, n_keys: int, with_E: boo
 def _at_alpha(alpha: float, x: np.ndarray, k: np.ndarray, n_keys: int, Y: np.ndarray):
     """Least squares of every column of ``Y`` for one α, with E ≥ 0: (coef, rss), coef rows
     E, A, c_1…c_K (A and c_k for the centred sizes)."""
-    coef = np.linalg.pinv(_design(alpha, x, k, n_keys, True)) @ Y
+    M = _design(alpha, x, k, n_keys)
+    coef = np.linalg.pinv(M) @ Y
     neg = coef[0] < 0
     if neg.any():  # the loss floor cannot be negative: refit those with E = 0
-        coef0 = np.linalg.pinv(_design(alpha, x, k, n_keys, False)) @ Y[:, neg]
+        coef0 = np.linalg.pinv(M[:, 1:]) @ Y[:, neg]
         coef[:, neg] = np.vstack([np.zeros(int(neg.sum())), coef0])
-    pred = np.column_stack([np.ones(len(x)), _design(alpha, x, k, n_keys, False)]) @ coef
-    return coef, np.sum((Y - pred) ** 2, axis=0)
+    return coef, np.sum((Y - M @ coef) ** 2, axis=0)
 
 
 def _fit_many(x: np.ndarray, k: np.ndarray, n_keys: int, Y: np.ndarray):
@@ -158,15 +157,14 @@ def fit_at_budget(N, loss, key_index, keys: list[str], reference_keys: list[str]
         raise CapscaleError(f"ρ at the budget of {budget:,.0f} tokens needs dense runs at 3 or "
                             f"more sizes there; found {n_sizes}")
     n_keys = len(keys)
-    slope = np.polyfit(x[dense], y[dense], 1)[0]
-    alpha_grid, _, _ = _fit_many(x, k, n_keys, y[:, None])
-    if slope >= 0 or not np.isfinite(alpha_grid[0]):
+    rising = np.polyfit(x[dense], y[dense], 1)[0] >= 0
+    alpha_grid = np.full(1, np.nan) if rising else _fit_many(x, k, n_keys, y[:, None])[0]
+    if not np.isfinite(alpha_grid[0]):
         raise CapscaleError("the dense runs' loss does not fall with N at the compressed runs' "
                             f"budget ({budget:,.0f} tokens): no ρ can be read off them")
     alpha, coef = _refine(float(alpha_grid[0]), x, k, n_keys, y)
     E, A, c = coef[0], coef[1], coef[2:]
-    z = np.exp(-alpha * (x - x.mean()))
-    fitted = E + np.where(dense, A, c[np.maximum(k, 0)] if n_keys else A) * z
+    fitted = _design(alpha, x, k, n_keys) @ coef
     resid = y - fitted
     n, p = y.size, 3 + n_keys
     dof = n - p

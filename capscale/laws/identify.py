@@ -3,8 +3,9 @@
 A parameter is *not identified* when its term is negligible for every run, when its bootstrap
 interval is not finite or spans more than a factor 100, or when an exponent's interval reaches
 zero (a loss that does not fall with N or D). A capacity multiplier ρ (``eff[...]``) is held
-to the rule of a measured capacity: its interval must be narrower than IDENTIFIED_WIDTH. Multipliers and capacity curves are read through
-α, so they are not identified either when α is not. Reports and the demo show such numbers as
+to the rule of a measured capacity: its interval must be narrower than IDENTIFIED_WIDTH.
+Multipliers and capacity curves are read through α, so they are not identified either when α
+is not. Reports and the demo show such numbers as
 not identified, never as results.
 """
 

@@ -64,7 +64,12 @@ def is_identified(lo: float, hi: float, width: float = IDENTIFIED_WIDTH) -> bool
     return bool(math.isfinite(lo) and math.isfinite(hi) and hi - lo < width)
 
 
-def shared_budget(df: pd.DataFrame, tol: float = 1e-6) -> float | None:
+def _at(D: np.ndarray, budget: float) -> np.ndarray:
+    """The runs whose token budget is ``budget`` (up to float rounding of a stored D)."""
+    return np.abs(D / budget - 1.0) < 1e-6
+
+
+def shared_budget(df: pd.DataFrame) -> float | None:
     """The token budget every compressed run of ``df`` shares, when the dense runs hold three
     or more sizes there; else None (ρ then needs the whole law across budgets)."""
     dense = rep.dense_rows(df)
@@ -74,15 +79,14 @@ def shared_budget(df: pd.DataFrame, tol: float = 1e-6) -> float | None:
     budgets = np.unique(D[~dense])
     if budgets.size != 1 or budgets[0] <= 0:
         return None
-    at = dense & (np.abs(D / budgets[0] - 1.0) < tol)
+    at = dense & _at(D, budgets[0])
     return float(budgets[0]) if df.loc[at, "N"].nunique() >= 3 else None
 
 
 def runs_at_budget(df: pd.DataFrame, budget: float, key_columns: list[str] | None = None):
     """The runs of ``df`` at ``budget`` as the budget fit takes them: (runs, compressed keys,
     dense keys, each run's key index: −1 for a dense run)."""
-    at = np.abs(df["D"].to_numpy(float) / budget - 1.0) < 1e-6
-    sub = df[at].reset_index(drop=True)
+    sub = df[_at(df["D"].to_numpy(float), budget)].reset_index(drop=True)
     dense = rep.dense_rows(sub)
     keys = rep.representation_keys(sub, key_columns)
     compressed = sorted({k for k, d in zip(keys, dense) if not d})

@@ -260,7 +260,7 @@ def test_a_cpu_sized_sweep_asks_for_cpus_only(tmp_path, capsys):
     and eight CPUs per GPU (cost model: capscale.sweep.cost.cpu_seconds_of)."""
     from capscale.sweep import cost
 
-    tiny = spec_from_text(TINY.replace('kind = "slurm"\n', 'kind = "slurm"\n'))
+    tiny = spec_from_text(TINY)
     assert cost.cpu_sized(tiny)
     run_sweep(tiny, tmp_path / "tiny", launcher="slurm", dry_run=True)
     out = capsys.readouterr().out
