@@ -140,7 +140,7 @@ class NVFP4Quantizer(Part):
         g = (amax_tensor.to(torch.float32) / (6.0 * E4M3.max_value)).clamp_min(2.0**-149).double()
         s = round_fp(amax_block / (6.0 * g), E4M3)
         denom = s * g  # exact in float64 (4 + 24 significant bits)
-        if av is None and not any_bad and fastpath.enabled() and xv.dtype in fastpath.FAST_DTYPES:
+        if av is None and not any_bad and fastpath.takes(xv):
             dtype = xv.dtype
 
             def reference(x64, d64):

@@ -42,6 +42,11 @@ from capscale.formats.grids import FPSpec
 _ENABLED = [True]
 DIRECT: bool | None = None  # force the output mode (tests, benchmarks); None: by table size
 FAST_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+# Below this many values the float64 reference is as fast or faster on a CPU (a handful of
+# whole-tensor ops against the fast path's per-block bookkeeping): weights and activations of
+# the tiny models a CPU trains take it. Both give the same bits; tests set 0 to exercise the
+# fast path on small tensors.
+MIN_FAST_NUMEL = 1 << 16
 CPU_CHUNK = 30_000  # below ATen's grain (32768): each op runs inline, no thread hand-off
 # |y32 − y64| ≤ 2^-22.99·|y| + 2^-150 (see above); the margins below keep a factor 2 to spare
 REL_TOL = 2.0**-22
@@ -50,6 +55,12 @@ ABS_TOL = 2.0**-140
 
 def enabled() -> bool:
     return _ENABLED[0]
+
+
+def takes(x: torch.Tensor) -> bool:
+    """Whether x goes through the fast path: enabled, a float dtype it handles, and large
+    enough for it to pay (``MIN_FAST_NUMEL``)."""
+    return _ENABLED[0] and x.dtype in FAST_DTYPES and x.numel() >= MIN_FAST_NUMEL
 
 
 @contextlib.contextmanager
@@ -184,9 +195,10 @@ class _Kernel:
         self.flagged: list[torch.Tensor] = []
         self.bad: list[torch.Tensor] = []
         # outputs: looked up in per-group tables, or (`direct`) the value formula in float64
-        # on each decided level, cheaper for tiny groups (NVFP4's 16) whose tables cost more
-        # to build than they save
-        self.direct = dec.kind != "lut" and (DIRECT if DIRECT is not None else x.shape[1] <= 32)
+        # on each decided level, cheaper for tiny groups (NVFP4's 16) and for grids with as many
+        # levels as a group has values (INT8's 256 against rows of 48)
+        self.direct = dec.kind != "lut" and (
+            DIRECT if DIRECT is not None else x.shape[1] <= max(32, self.L))
 
     def views(self, r: int, c: int):
         """Temporaries shaped (r, c), carved from buffers allocated once."""

@@ -141,7 +141,7 @@ class ScalarQuantizer(Part):
         xv = group_view(x2d, self.scaling.group, self.spec)
         av = None if active is None else group_view(active, self.scaling.group, self.spec)
         dec = self.fast_decision
-        if av is None and dec is not None and fastpath.enabled() and xv.dtype in fastpath.FAST_DTYPES:
+        if av is None and dec is not None and fastpath.takes(xv):
             s = self.scale64(xv, None)
             if bool(torch.isfinite(s).all()):  # NaN and ±inf entries reach their group's statistic
                 dtype = xv.dtype

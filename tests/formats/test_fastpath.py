@@ -23,6 +23,22 @@ FAST_SPECS = (
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
+@pytest.fixture(autouse=True)
+def fast_path_on_small_tensors(monkeypatch):
+    """The checks below use small tensors, which the fast path leaves to the reference by
+    default (``MIN_FAST_NUMEL``): force it onto them."""
+    monkeypatch.setattr(fastpath, "MIN_FAST_NUMEL", 0)
+
+
+def test_small_tensors_take_the_reference_by_default(monkeypatch):
+    monkeypatch.setattr(fastpath, "MIN_FAST_NUMEL", 1 << 16)
+    assert not fastpath.takes(torch.zeros(1024, 32))
+    assert fastpath.takes(torch.zeros(1024, 64))
+    assert not fastpath.takes(torch.zeros(1024, 64, dtype=torch.float64))
+    with reference_arithmetic():
+        assert not fastpath.takes(torch.zeros(1024, 64))
+
+
 def both(spec: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     f = parse_format(spec)
     fast = f.quantize(x)
