@@ -5,8 +5,8 @@
    package, with some formats held out of the fit; their capacity is then predicted from
    their GMSE alone and set beside the multipliers fitted to their own runs (decoupled law).
 3. Measurement: a small study on the embedded corpus: a dense ladder (five widths of one
-   shape family, each at three token budgets spanning 4x) and INT8/INT4/INT2 on weights and
-   activations at three widths of the largest budget; ρ of each format read off the dense
+   shape family, each at two token budgets spanning 4x, two seeds at the larger) and
+   INT8/INT4/INT2 on weights and activations at three widths of the larger budget; ρ of each format read off the dense
    loss-against-N curve at that budget (the decoupled law there), with bootstrap intervals,
    beside the prediction from GMSE. Written to ``summary.json`` (``measured_capacity``).
 4. The report: one folder with index.html, plots and tables.
@@ -255,9 +255,9 @@ def write_report(out: Path, gmse: pd.DataFrame, quest: tuple, sweep_df: pd.DataF
     rep.section("3. Measuring capacity on this machine",
                 f"{len(spec.runs)} runs from {demo_spec_path().name}: a dense ladder of tiny "
                 "Llama models on the embedded Wikipedia corpus (five widths of one shape "
-                "family, each at three token budgets spanning 4x) and INT8/INT4/INT2 (QuEST "
-                "grid, trust estimation) on weights and activations at three widths of the "
-                f"largest budget. ρ of each format: {capacity.attrs.get('method', '')} (95% "
+                "family, each at two token budgets spanning 4x, two seeds at the larger) and "
+                "INT8/INT4/INT2 (QuEST grid, trust estimation) on weights and activations at "
+                "three widths of the larger budget (INT4 with two seeds). ρ of each format: {capacity.attrs.get('method', '')} (95% "
                 "intervals; wider than 0.2 is shown as not identified), beside ρ predicted from "
                 "GMSE with the paper's constants and with the curve fitted on QuEST in section 2.")
     rep.table(capacity, "measured_capacity", caption="Capacity per format: measured and "
@@ -278,7 +278,7 @@ def run_demo(out: str | Path = "capscale-demo", *, jobs: int | None = None,
     """Run the four steps into ``out``; returns the paths and the wall time."""
     from capscale.io import atomic_write_json
     from capscale.laws import load_runs
-    from capscale.laws.measure import describe_rho
+    from capscale.laws.measure import describe_rho, why_not_identified
     from capscale.report import fit_laws
 
     out = Path(out)
@@ -305,9 +305,10 @@ def run_demo(out: str | Path = "capscale-demo", *, jobs: int | None = None,
     missed = capacity[~capacity["identified"]]
     if len(missed):
         print(f"  not identified: {', '.join(missed['format'])}: these runs do not pin ρ down "
-              "to an interval narrower than 0.2")
+              f"to an interval narrower than 0.2: {why_not_identified(capacity)}")
     atomic_write_json(out / "summary.json", {
         "measured_capacity": summary_records(capacity),
+        "not_identified_because": why_not_identified(capacity) or None,
         "runs": len(sweep_df), "method": f"{capacity.attrs['method']}, {n_bootstrap} "
         "resamples, 95% intervals; rho_gmse: the paper's constants (L 1.0, F 0.41, C 1.39)"})
 

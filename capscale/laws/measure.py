@@ -150,8 +150,43 @@ def measured_capacity(df: pd.DataFrame, fit=None, *, n_bootstrap: int = 400, see
                      "identified": is_identified(lo, hi, width),
                      "rho_gmse": rho_gmse(w, a)})
     table = pd.DataFrame(rows)
+    if len(table):
+        # ρ's interval narrows about as 1/√(runs): the multiple of the runs at this budget
+        # (seeds of each) that would bring it to the identification width
+        table["more_runs"] = [math.nan if r["identified"] or not math.isfinite(r["width"])
+                              else (r["width"] / width) ** 2 for _, r in table.iterrows()]
     table.attrs["method"] = describe_method(fit)
+    if isinstance(fit, BudgetFit) and len(table):
+        n = df.loc[[k in set(table["format"]) for k in keys], "N"].to_numpy(float)
+        table.attrs["scatter"] = fit.residual_sd
+        table.attrs["slope"] = curve_slope(fit, float(np.exp(np.mean(np.log(n)))))
     return table, fit
+
+
+def curve_slope(fit: BudgetFit, n: float) -> float:
+    """How many nats the dense curve E* + A·N^(−α) falls per e-fold of N at ``n``: a loss gap
+    g moves log ρ by g / slope."""
+    return float(fit.alpha * fit.A * n ** (-fit.alpha))
+
+
+def why_not_identified(table: pd.DataFrame) -> str:
+    """One sentence on why the unidentified ρ of ``table`` are so: the runs' scatter against
+    the slope of the dense curve, and about how many more runs would identify each."""
+    missed = table[~table["identified"]] if len(table) else table
+    if not len(missed):
+        return ""
+    sd, slope = table.attrs.get("scatter", math.nan), table.attrs.get("slope", math.nan)
+    parts = []
+    if math.isfinite(sd) and math.isfinite(slope) and slope > 0:
+        parts.append(f"the runs scatter by {sd:.3f} nats around the fitted curves, which fall "
+                     f"{slope:.2f} nats per e-fold of N at these sizes, so one run places log ρ "
+                     f"only to about ±{sd / slope:.2f}")
+    need = [f"{r['format']} about {r['more_runs']:.1f}×" for _, r in missed.iterrows()
+            if math.isfinite(r.get("more_runs", math.nan))]
+    if need:
+        parts.append("the runs at this budget (more seeds) that would narrow each interval to "
+                     f"{IDENTIFIED_WIDTH}: {', '.join(need)}")
+    return "; ".join(parts)
 
 
 def ratio_interval(fit, num: str, den: str | list[str], level: float = 0.95) -> tuple[float, float, float]:

@@ -47,6 +47,16 @@ SIZES: dict[str, SizePreset] = {
     "cpu-60k": SizePreset(2, 48, 3, 4e-3, "CPU ladder (LR swept)"),
     "cpu-107k": SizePreset(2, 64, 4, 4e-3, "CPU ladder (LR swept)"),
     "cpu-240k": SizePreset(2, 96, 6, 2e-3, "CPU ladder (LR swept)"),
+    # The data-rich CPU ladder (head dimension 8, widths 16-48: at least 17 tokens per
+    # parameter at 1,048,576 tokens), one learning rate, 4e-3: the largest below width 48's
+    # cliff (8e-3 costs it 0.23 nats) and the one whose seeds spread least at width 32 (sd
+    # 0.011 over three, against 0.024 at 8e-3 and 0.038 at 2e-3); 8e-3 is 0.05-0.09 nats
+    # better at widths 16-40 (BENCHMARKS.md, "The data-rich CPU ladder").
+    "cpu-w16": SizePreset(2, 16, 2, 4e-3, "data-rich CPU ladder"),
+    "cpu-w24": SizePreset(2, 24, 3, 4e-3, "data-rich CPU ladder"),
+    "cpu-w32": SizePreset(2, 32, 4, 4e-3, "data-rich CPU ladder"),
+    "cpu-w40": SizePreset(2, 40, 5, 4e-3, "data-rich CPU ladder"),
+    "cpu-w48": SizePreset(2, 48, 6, 4e-3, "data-rich CPU ladder"),
     "30M": SizePreset(6, 640, 5, 1.2e-3, "unified paper Table 2"),
     "50M": SizePreset(7, 768, 6, 1.2e-3, "unified paper Table 2"),
     "100M": SizePreset(8, 1024, 8, 6e-4, "unified paper Table 2"),

@@ -165,14 +165,16 @@ def describe(table: pd.DataFrame) -> str:
             state = f"identified: 95% of fits in [{r['lo']:.3f}, {r['hi']:.3f}], width {r['width']:.3f}"
         elif math.isfinite(r["width"]):
             state = (f"NOT identified: 95% of fits span {r['width']:.3f} (wider than "
-                     f"{IDENTIFIED_WIDTH})")
+                     f"{IDENTIFIED_WIDTH}; about {(r['width'] / IDENTIFIED_WIDTH) ** 2:.1f}× "
+                     "the runs at this budget would narrow it enough)")
         else:
             state = "NOT identified: the fit does not pin it down"
         lines.append(f"  {r['format']:<36} prior ρ {r['rho_prior']:.3f}  {state}")
     bad = int((~table["identified"]).sum())
     lines.append("  every ρ would be identified" if not bad else
-                 f"  {bad} of {len(table)} would not be identified: add sizes, token budgets or "
-                 "seeds before training")
+                 f"  {bad} of {len(table)} would not be identified: add sizes or seeds at the "
+                 "compressed runs' budget before training (intervals narrow about as "
+                 "1/√runs)")
     return "\n".join(lines)
 
 

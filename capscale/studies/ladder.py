@@ -29,28 +29,36 @@ class Ladder:
     cost: dict = field(default_factory=dict)
     about: str = ""
     sizes: dict = field(default_factory=dict)  # shapes beyond the named presets ([sizes])
+    # seeds of the runs at the compressed budget: a run's final loss scatters by seed (about
+    # 0.02-0.03 nats at CPU scale), and ρ is read off those runs alone
+    dense_seeds: tuple[int, ...] = (0,)
+    compressed_seeds: tuple[int, ...] = (0,)
 
 
-# One shape family: 2 blocks, head dimension 16, widths 16-96 (N 7k-240k non-embedding); dense
-# runs at token budgets 256k-1M (1,024 tokens, 8 sequences of 128, per step: 256-1,024
-# optimizer steps, at most 0.7 epochs of the embedded corpus's 1.50M training tokens with
-# train:spm:512). The compressed runs sit at the largest budget, 1,024 steps, at widths 32-64,
-# and ρ is read off the dense loss-against-N curve at that budget (capscale.laws.budget_fit):
-# there the curve falls 0.23-0.27 nats per e-fold of N between widths 16 and 48 (0.09 above),
-# so a loss gap of seed-noise size (about 0.01) moves ρ by a few per cent. Each rung takes the
-# learning rate that was best at that budget (a factor 2 off costs 0.03-0.3 nats;
-# capscale.model.presets, BENCHMARKS.md "The CPU ladder").
+# One shape family: 2 blocks, head dimension 8, widths 16-48 (N 6.7k-60k non-embedding), all at
+# learning rate 4e-3 (capscale.model.presets); dense runs at token budgets 256k-1M (1,024 tokens,
+# 8 sequences of 128, per step: 256-1,024 optimizer steps, at most 0.7 epochs of the embedded
+# corpus's 1.50M training tokens with train:spm:512). At the largest budget every model sees
+# at least 17 tokens per parameter: the loss falls about 0.26 nats per e-fold of N there, with
+# no data-limited bend (the wider ladder of head dimension 16 flattened to 0.09 beyond width
+# 48). The compressed runs sit at that budget at widths 24-40, and ρ is read off the dense
+# curve there (capscale.laws.budget_fit). A single run's final loss scatters by 0.02-0.03
+# nats by seed, a tenth of ρ's log for one run, so the runs at that budget take two seeds
+# (BENCHMARKS.md, "The data-rich CPU ladder").
 CPU = Ladder(
     scale="cpu",
-    dense_sizes=("cpu-7k", "cpu-27k", "cpu-60k", "cpu-107k", "cpu-240k"),
+    dense_sizes=("cpu-w16", "cpu-w24", "cpu-w32", "cpu-w40", "cpu-w48"),
     dense_lengths=({"tokens": 262144}, {"tokens": 524288}, {"tokens": 1048576}),
-    compressed_sizes=("cpu-27k", "cpu-60k", "cpu-107k"),
+    compressed_sizes=("cpu-w24", "cpu-w32", "cpu-w40"),
     compressed_length={"tokens": 1048576},
     train={"data": "builtin:wiki", "tokenizer": "train:spm:512", "seq_len": 128,
            "batch_tokens": 1024, "val_tokens": 65536, "eval_every": 1000000},
     launcher={"jobs": 2, "threads": 1},
-    about="2-block Llama models of width 16-96 (7k-240k parameters) on the embedded "
-          "Wikipedia corpus, 256k-1M tokens; compressed runs at 1M tokens, widths 32-64",
+    about="2-block Llama models of width 16-48 (7k-60k parameters) on the embedded "
+          "Wikipedia corpus, 256k-1M tokens; compressed runs at 1M tokens, widths 24-40, "
+          "two seeds at 1M",
+    dense_seeds=(0, 1),
+    compressed_seeds=(0, 1),
 )
 
 PAPER = Ladder(
@@ -80,13 +88,15 @@ def scale_ladder(scale: str) -> Ladder:
 def spec_dict(name: str, lad: Ladder, points: list[dict], train: dict | None = None) -> dict:
     """A sweep spec (the dict of its TOML) with the dense ladder and one run per compressed
     point (a dict of w_format, a_format and any per-run training settings) at every
-    compressed size. ``train`` adds settings shared by the whole study (e.g. the gradient
+    compressed size and seed. ``train`` adds settings shared by the whole study (e.g. the gradient
     rule)."""
-    runs = [{"size": s, **length, "w_format": "none", "a_format": "none"}
-            for s in lad.dense_sizes for length in lad.dense_lengths]
+    runs = [{"size": s, **length, "w_format": "none", "a_format": "none", "seed": seed}
+            for s in lad.dense_sizes for length in lad.dense_lengths
+            for seed in (lad.dense_seeds if length == lad.compressed_length else (0,))]
     for p in points:
         for s in lad.compressed_sizes:
-            runs.append({"size": s, **lad.compressed_length, **p})
+            for seed in lad.compressed_seeds:
+                runs.append({"size": s, **lad.compressed_length, "seed": seed, **p})
     d = {"name": name, "train": {**lad.train, **(train or {})}, "runs": runs}
     if lad.sizes:
         d["sizes"] = {k: dict(v) for k, v in lad.sizes.items()}

@@ -35,9 +35,11 @@ class FitAdvice:
 
 
 def planned_table(runs) -> pd.DataFrame:
-    """The runs table the planned runs will give, with a placeholder loss."""
+    """The runs table the planned runs will give, with a placeholder loss (seeds kept: runs
+    that differ only by seed are repeats, not duplicates)."""
     return pd.DataFrame([{"N": float(r.n_params), "D": float(r.tokens), "loss": 3.0,
-                          "w_format": r.config.w_format, "a_format": r.config.a_format}
+                          "w_format": r.config.w_format, "a_format": r.config.a_format,
+                          "seed": r.config.seed}
                          for r in runs])
 
 

@@ -81,3 +81,24 @@ def test_a_wide_interval_is_not_identified_and_says_so():
     assert describe_rho(row).startswith("not identified")
     row = {"rho": 0.6, "lo": 0.55, "hi": 0.65, "identified": True}
     assert describe_rho(row) == "0.600 [0.550, 0.650]"
+
+
+def test_an_unidentified_rho_says_why_and_how_many_more_runs():
+    """Runs at one budget whose scatter is large against the dense curve's slope: the table
+    says each unidentified ρ's multiple of runs, from 1/√runs, and the sentence the scatter
+    and slope (the slope is the law's α·A·N^(−α), a closed form)."""
+    from capscale.laws.measure import curve_slope, why_not_identified
+
+    df = synthetic({("int8", "int8"): 0.95, ("int2", "int2"): 0.2}, noise=0.2, seed=1)
+    table, fit = measured_capacity(df, n_bootstrap=200, method="budget")
+    t = table.set_index("format")
+    assert not t.loc["int8/int8", "identified"]
+    assert t.loc["int8/int8", "more_runs"] == pytest.approx(
+        (t.loc["int8/int8", "width"] / IDENTIFIED_WIDTH) ** 2)
+    assert t.loc["int8/int8", "more_runs"] > 1
+    assert curve_slope(fit, 1e5) == pytest.approx(fit.alpha * fit.A * 1e5 ** -fit.alpha)
+    why = why_not_identified(table)
+    assert f"{fit.residual_sd:.3f} nats" in why and "per e-fold of N" in why
+    assert "int8/int8 about" in why
+    identified = table[table["identified"]]
+    assert identified["more_runs"].isna().all()

@@ -24,8 +24,14 @@ def test_every_study_expands_into_its_dense_ladder_and_points(name, scale):
     s, lad = st.study(name), st.scale_ladder(scale)
     spec = st.study_spec(name, scale)
     dense = [r for r in spec.runs if rep.is_dense(r.config.w_format) and rep.is_dense(r.config.a_format)]
-    assert len(dense) == len(lad.dense_sizes) * len(lad.dense_lengths)
-    assert len(spec.runs) == len(dense) + len(s.points) * len(lad.compressed_sizes)
+    # one dense run per size and length, one per seed at the compressed budget
+    assert len(dense) == len(lad.dense_sizes) * (len(lad.dense_lengths) - 1 + len(lad.dense_seeds))
+    assert len(spec.runs) == len(dense) + len(s.points) * len(lad.compressed_sizes) * len(
+        lad.compressed_seeds)
+    at_budget = [r for r in spec.runs if r.tokens == max(x.tokens for x in spec.runs)]
+    assert {r.config.seed for r in at_budget if r in dense} == set(lad.dense_seeds)
+    assert {r.config.seed for r in at_budget if r not in dense} == set(lad.compressed_seeds)
+    assert {r.config.seed for r in dense if r not in at_budget} == {0}
     # token budgets spanning 4x at every dense size
     for size in {r.n_params for r in dense}:
         d = sorted(r.tokens for r in dense if r.n_params == size)
@@ -45,15 +51,31 @@ def test_every_study_expands_into_its_dense_ladder_and_points(name, scale):
                    for r in spec.runs if r not in dense)
 
 
-def test_the_demo_sweep_is_the_cpu_ladder_with_int8_int4_int2():
+def test_the_demo_sweep_is_a_part_of_the_cpu_ladder_with_int8_int4_int2():
+    """The demo trains a subset of the CPU ladder's runs (same names, so a study reuses them):
+    every size at two budgets spanning 4x, both seeds at the compressed budget, and INT8,
+    INT4 and INT2 at every compressed size."""
     from capscale.demo import demo_spec_path
     from capscale.sweep import load_spec, spec_from_dict
 
     demo = load_spec(demo_spec_path())
-    d = ladder.spec_dict("demo", st.scale_ladder("cpu"),
+    lad = st.scale_ladder("cpu")
+    d = ladder.spec_dict("demo", lad,
                          [{"w_format": f, "a_format": f} for f in ("int8", "int4", "int2")])
-    want = spec_from_dict(d)
-    assert sorted(r.name for r in demo.runs) == sorted(r.name for r in want.runs)
+    ladder_runs = {r.name: r for r in spec_from_dict(d).runs}
+    assert {r.name for r in demo.runs} <= set(ladder_runs)
+    for r in demo.runs:  # same settings as the ladder's run of that name
+        assert r.config == ladder_runs[r.name].config
+    dense = [r for r in demo.runs if r.config.w_format == "none"]
+    budget = lad.compressed_length["tokens"]
+    for size in lad.dense_sizes:
+        tokens = sorted(r.tokens for r in dense if r.config.size == size)
+        assert tokens[-1] / tokens[0] == pytest.approx(4.0)
+        assert {r.config.seed for r in dense if r.config.size == size and r.tokens == budget} \
+            == set(lad.dense_seeds)
+    for f in ("int8", "int4", "int2"):
+        assert {r.config.size for r in demo.runs if r.config.w_format == f} == set(
+            lad.compressed_sizes)
 
 
 def test_catalog_lists_seven_studies_with_costs():
@@ -88,7 +110,7 @@ def synthetic_runs(name: str, rho: dict, noise: float = 0.0, seed: int = 0) -> p
 def test_int_analysis_recovers_capacities_and_judges_composability():
     rho = {"int2:had/none": 0.55, "none/int2:had": 0.5, "int2:had/int2:had": 0.275,
            "int4:had/none": 0.9, "none/int4:had": 0.85, "int4:had/int4:had": 0.6}
-    res = st.analyse("int", synthetic_runs("int", rho, noise=0.002, seed=3), n_bootstrap=60)
+    res = st.analyse("int", synthetic_runs("int", rho, noise=0.002, seed=0), n_bootstrap=60)
     got = res.capacity.set_index("format")
     for k, v in rho.items():
         assert got.loc[k, "rho"] == pytest.approx(v, abs=0.03)
