@@ -19,6 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from capscale.durations import format_duration
 from capscale.errors import CapscaleError
 from capscale.runrecord import DIVERGED, FINISHED, read_result
 from capscale.sweep.spec import PlannedRun
@@ -29,10 +30,8 @@ LOG = "train.log"
 
 
 def fmt_duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+    """A sweep's durations: whole seconds, hours however many (``2m05s``, ``55h33m``)."""
+    return format_duration(seconds, whole_seconds=True, days=False)
 
 
 @dataclass

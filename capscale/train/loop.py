@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 import capscale
+from capscale.durations import format_duration
 from capscale.errors import CapscaleError
 from capscale.io import atomic_write_json
 from capscale.model.compressed_linear import BLOCK_LINEARS, compress_model, grad_rule_from_config
@@ -264,18 +265,6 @@ class StopSignals:
 
         for sig, old in self._old.items():
             signal.signal(sig, old)
-
-
-def format_duration(seconds: float) -> str:
-    """45 -> '45s', 135 -> '2m15s', 7500 -> '2h05m', 200000 -> '2.3 days'."""
-    s = max(0.0, float(seconds))
-    if s < 60:
-        return f"{s:.0f}s" if s >= 10 else f"{s:.1f}s"
-    if s < 3600:
-        return f"{int(s // 60)}m{int(s % 60):02d}s"
-    if s < 48 * 3600:
-        return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
-    return f"{s / 86400:.1f} days"
 
 
 def estimate_wall_time(raw: nn.Module, p: RunPlan, cfg: TrainConfig, ctx: Dist, autocast,
