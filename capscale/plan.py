@@ -28,6 +28,7 @@ from capscale.errors import CapscaleError
 from capscale.laws import representation as rep
 from capscale.laws.design import as_fit, search_design, simulate_design
 from capscale.laws.fit import FitResult
+from capscale.runrecord import is_dense_run
 
 # Model ladders and token budgets. paper: the unified paper's ladder (Table 2) with its
 # tokens per parameter (about 100; also 25, 50, 200), trained as in its quantization grid.
@@ -65,7 +66,7 @@ def candidates(formats: list[str], *, scale: str = "paper", sizes: list[str] | N
         raise CapscaleError("give at least one format to measure (--format SPEC)")
     ladder = LADDERS[scale]
     pairs = [format_pair(f) for f in formats]
-    if any(rep.is_dense(w) and rep.is_dense(a) for w, a in pairs):
+    if any(is_dense_run(w, a) for w, a in pairs):
         raise CapscaleError("the dense format is always included; name compressed formats only")
     spec = spec_from_dict({
         "name": "plan-candidates",

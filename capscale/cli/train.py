@@ -167,6 +167,7 @@ def to_argv(cfg) -> list[str]:
 def run(args) -> int:
     import os
 
+    from capscale.runrecord import INTERRUPTED, RESULT
     from capscale.train import train
 
     cfg = config_from_args(args)
@@ -174,7 +175,7 @@ def run(args) -> int:
     result = train(cfg, resume=args.resume)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
-    if result["status"] == "interrupted":
+    if result["status"] == INTERRUPTED:
         print(f"interrupted at step {result['D'] // cfg.batch_tokens:,} of {result['steps']:,} "
               f"by a stop signal: checkpointed in {cfg.out}; run the same command with --resume "
               "to continue", file=sys.stderr)
@@ -184,6 +185,6 @@ def run(args) -> int:
     else:
         loss = "—" if result["loss"] is None else f"{result['loss']:.4f}"
         print(f"{result['status']}: val loss {loss}  N={result['N']:,}  D={result['D']:,}  "
-              f"w={result['w_format']}  a={result['a_format']}  -> {cfg.out}/result.json",
+              f"w={result['w_format']}  a={result['a_format']}  -> {cfg.out}/{RESULT}",
               file=sys.stdout)
     return 0

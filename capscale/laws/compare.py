@@ -148,7 +148,7 @@ def _why_unidentified(fit: FitResult, unid: dict, key: str, query: pd.DataFrame,
 
 
 def _all_dense(key: str) -> bool:
-    return all(rep.is_dense(p) for p in key.split(rep.KEY_SEPARATOR))
+    return rep.is_dense_key(key)
 
 
 def _bits(spec: str, given: dict | None) -> float:

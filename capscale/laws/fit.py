@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import scipy
 
+from capscale import runrecord
 from capscale.errors import CapscaleError
 from capscale.io import atomic_write_json
 from capscale.laws import representation as rep
@@ -432,9 +433,9 @@ def _ranges(df: pd.DataFrame, law: Law | None = None) -> dict:
 
 
 def _used_columns(df: pd.DataFrame) -> list[str]:
-    wanted = ["N", "D", "loss", "format", "w_format", "a_format", "gmse", "w_gmse", "a_gmse",
-              "gmse_w", "gmse_a", "kind", "w_kind", "a_kind", "kind_w", "kind_a", "bits",
-              "w_bits", "a_bits", "bits_w", "bits_a", "sparsity", "method", "seed"]
+    wanted = [*runrecord.REQUIRED_COLUMNS, *runrecord.REPRESENTATION_COLUMNS,
+              *runrecord.quantity_columns("gmse"), *runrecord.quantity_columns("kind"),
+              *runrecord.quantity_columns("bits"), "sparsity", "method", "seed"]
     return [c for c in wanted if c in df.columns]
 
 

@@ -28,7 +28,7 @@ def _reference(name: str) -> bool:
     """``eff[none/none]``: the uncompressed reference, 1 by definition."""
     from capscale.laws import representation as rep
 
-    return name.startswith("eff[") and all(rep.is_dense(p) for p in name[4:-1].split(rep.KEY_SEPARATOR))
+    return name.startswith("eff[") and rep.is_dense_key(name[4:-1])
 
 
 def _ratio_reason(v: float, lo: float, hi: float, positive: bool,

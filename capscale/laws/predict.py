@@ -8,12 +8,14 @@ import itertools
 import numpy as np
 import pandas as pd
 
+from capscale import runrecord
 from capscale.errors import CapscaleError, option
 from capscale.laws.fit import FitResult, _percentiles
 from capscale.laws.forms import ChinchillaLaw, SparsityLaw
 
-QUERY_COLUMNS = ("gmse", "w_gmse", "a_gmse", "kind", "w_kind", "a_kind", "sparsity", "method",
-                 "w_method", "a_method", "bits", "w_bits", "a_bits")
+# the GMSE in either spelling (gmse_w or w_gmse: one column, written gmse_w)
+QUERY_COLUMNS = (*runrecord.quantity_columns(runrecord.GMSE), "kind", "w_kind", "a_kind",
+                 "sparsity", "method", "w_method", "a_method", "bits", "w_bits", "a_bits")
 
 
 def query_table(fit: FitResult, N=None, D=None, *, format: str | None = None,
@@ -26,7 +28,9 @@ def query_table(fit: FitResult, N=None, D=None, *, format: str | None = None,
     same spec on weights and activations, and ``gmse=G`` for the GMSE of every compressed
     operand. A GMSE is a representation of its own: given without a format, it stands for a
     format of that GMSE (unified fits). Extra ``columns`` (``gmse=...``, ``sparsity=...``,
-    ``method=...``) are copied into every row; any other keyword is an error.
+    ``method=...``) are copied into every row; any other keyword is an error. The GMSE of
+    one operand is written ``gmse_w`` / ``gmse_a``, as in a run's record, whichever way it
+    was given (``w_gmse=`` reads as ``gmse_w=``).
     """
     unknown = sorted(set(columns) - set(QUERY_COLUMNS))
     if unknown:
@@ -34,7 +38,7 @@ def query_table(fit: FitResult, N=None, D=None, *, format: str | None = None,
             f"predict got unknown argument(s) {unknown}; it takes N, D, format, w_format, "
             f"a_format, level and the columns {', '.join(QUERY_COLUMNS)}"
         )
-    columns = {k: v for k, v in columns.items() if v is not None}
+    columns = _canonical_gmse({k: v for k, v in columns.items() if v is not None})
     cols = fit.info["data"].get("columns", [])
     Ns = np.atleast_1d(np.asarray(N if N is not None else [1.0], dtype=np.float64))
     Ds = np.atleast_1d(np.asarray(D if D is not None else [1.0], dtype=np.float64))
@@ -42,7 +46,7 @@ def query_table(fit: FitResult, N=None, D=None, *, format: str | None = None,
         raise CapscaleError("N and D must be positive finite numbers")
     rows = [{"N": n, "D": d} for n, d in itertools.product(Ns, Ds)]
     df = pd.DataFrame(rows)
-    gmse_keys = [k for k in ("gmse", "w_gmse", "a_gmse") if k in columns]
+    gmse_keys = [k for k in (runrecord.GMSE, runrecord.GMSE_W, runrecord.GMSE_A) if k in columns]
     if gmse_keys and fit.law.name != "unified":
         raise CapscaleError(
             f"law {fit.law.name!r} does not predict from a GMSE (only a unified fit does); drop "
@@ -63,11 +67,14 @@ def query_table(fit: FitResult, N=None, D=None, *, format: str | None = None,
             if what in columns:
                 v = columns.pop(what)
                 for p in targets:
-                    columns.setdefault(f"{p}_{what}", v)
-        for p in ("w", "a"):
+                    key = (runrecord.operand_key(what, p) if what == runrecord.GMSE
+                           else runrecord.operand_alias(what, p))  # w_kind, w_method
+                    columns.setdefault(key, v)
+        for p in runrecord.OPERANDS:
             spec = w if p == "w" else a
-            if spec is None and f"{p}_gmse" in columns:
-                spec = _gmse_label(columns[f"{p}_gmse"])
+            gkey = runrecord.operand_key(runrecord.GMSE, p)
+            if spec is None and gkey in columns:
+                spec = _gmse_label(columns[gkey])
             df[f"{p}_format"] = spec if spec is not None else "none"
     elif "format" in cols:
         if w_format is not None or a_format is not None:
@@ -85,6 +92,19 @@ def query_table(fit: FitResult, N=None, D=None, *, format: str | None = None,
     return df
 
 
+def _canonical_gmse(columns: dict) -> dict:
+    """``w_gmse`` / ``a_gmse`` renamed to the record's ``gmse_w`` / ``gmse_a`` (in place)."""
+    out: dict = {}
+    for key, value in columns.items():
+        name = runrecord.GMSE_ALIASES.get(key, key)
+        if name in out and out[name] != value:
+            alias = next(a for a, n in runrecord.GMSE_ALIASES.items() if n == name)
+            raise CapscaleError(f"{alias} and {name} name one GMSE, given as {out[name]!r} and "
+                                f"{value!r}; give {name} alone")
+        out[name] = value
+    return out
+
+
 def _gmse_label(g: float) -> str:
     """The name a format known only by its GMSE goes by."""
     return f"gmse={float(g):.6g}"
@@ -93,7 +113,7 @@ def _gmse_label(g: float) -> str:
 def _fill_kinds(fit: FitResult, df: pd.DataFrame) -> None:
     """A format known only by its GMSE has no compression type of its own: it takes the one
     capacity curve of the fit, or the user names it with ``kind``."""
-    for col in [c for c in ("format", "w_format", "a_format") if c in df.columns]:
+    for col in [c for c in runrecord.REPRESENTATION_COLUMNS if c in df.columns]:
         spec = str(df[col].iloc[0])
         if not spec.startswith("gmse="):
             continue
@@ -228,7 +248,7 @@ def compute_optimal(fit: FitResult, compute, *, flops_per_param_token: float = 6
         for name, arr in (("N_opt", Nb), ("D_opt", Db), ("loss", Lb)):
             lo, hi = _percentiles(arr, level, axis=0)
             res[f"{name}_lo"], res[f"{name}_hi"] = lo, hi
-    for k, v in representation.items():
+    for k, v in _canonical_gmse(representation).items():
         if v is not None:
             res[k] = v
     res.attrs["warnings"] = _extrapolation_warnings(fit, res)

@@ -2,8 +2,9 @@
 its parts and, per part, the GMSE, compression kind and bits per value.
 
 Specs are looked up lazily in ``capscale.formats`` / ``capscale.capacity``; a table may
-instead carry the numbers itself (``gmse``, ``w_gmse``, ``kind``, ``w_bits``, ...), which is
-how foreign data with free labels is fitted.
+instead carry the numbers itself (``gmse``, ``gmse_w`` or ``w_gmse``, ``kind``, ``w_bits``,
+...), which is how foreign data with free labels is fitted. Which specs are dense and what a
+per-operand column is called are the run record's (:mod:`capscale.runrecord`).
 """
 
 from __future__ import annotations
@@ -16,23 +17,20 @@ import pandas as pd
 
 from capscale.errors import CapscaleError
 from capscale.laws.table import representation_columns
+from capscale.runrecord import (  # noqa: F401  (DENSE_ALIASES, is_dense re-exported)
+    DENSE_ALIASES,
+    is_dense,
+    is_dense_run,
+    part_column_names,
+)
 
-DENSE_ALIASES = {"none", "dense", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32",
-                 "nocompression"}
 DENSE_BITS = 16.0
 KEY_SEPARATOR = "/"
 
 
-def is_dense(spec: str | None) -> bool:
-    """True for the uncompressed representation (``none`` and its aliases).
-
-    Decided from the text alone, without the formats library (and torch): the format parser
-    reads a spec as uncompressed exactly when, lower-cased and without spaces, it is one of
-    its dense names (``capscale.formats.spec.DENSE_NAMES``, all among ``DENSE_ALIASES``);
-    every other spec it accepts has a compressing part."""
-    if spec is None:
-        return True
-    return str(spec).strip().lower().replace(" ", "") in DENSE_ALIASES
+def is_dense_key(key: str) -> bool:
+    """Whether a representation key (``none/none``, ``int4``) names a dense run."""
+    return is_dense_run(*str(key).split(KEY_SEPARATOR))
 
 
 def _parse(spec: str, what: str):
@@ -56,7 +54,7 @@ def spec_gmse(spec: str) -> float:
     except ImportError as e:
         raise CapscaleError(
             f"the GMSE of format {spec!r} needs capscale.capacity, which is not available here; "
-            "add a gmse column (or w_gmse / a_gmse) to the runs table"
+            "add a gmse column (or gmse_w / gmse_a) to the runs table"
         ) from e
     return float(gmse(spec).gmse)
 
@@ -97,11 +95,8 @@ def part_columns(df: pd.DataFrame) -> list[str]:
 
 def _companion(df: pd.DataFrame, part_col: str, what: str) -> str | None:
     """The column holding ``what`` (gmse, kind, bits) for a part: ``w_format`` -> ``w_gmse``
-    (or ``gmse_w``, as the trainer's result records name it); ``format`` -> ``gmse``."""
-    names = [part_col.replace("format", what)]
-    if part_col != "format":
-        names.append(f"{what}_{part_col[0]}")
-    return next((n for n in names if n in df.columns), None)
+    or ``gmse_w``; ``format`` -> ``gmse``."""
+    return next((n for n in part_column_names(part_col, what) if n in df.columns), None)
 
 
 def representation_keys(df: pd.DataFrame, key_columns: list[str] | None = None) -> list[str]:

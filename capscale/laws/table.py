@@ -3,11 +3,12 @@
 One row per training run. Canonical columns: ``N`` (non-embedding parameters), ``D``
 (training tokens), ``loss`` (final validation loss) and the representation, either
 ``format`` (one spec for the whole model) or ``w_format`` and ``a_format`` (weights,
-activations). Optional: ``gmse`` / ``w_gmse`` / ``a_gmse``, ``kind`` / ``w_kind`` /
+activations). Optional: ``gmse`` / ``gmse_w`` / ``gmse_a``, ``kind`` / ``w_kind`` /
 ``a_kind``, ``sparsity``, ``bits`` / ``w_bits`` / ``a_bits``, ``seed``, ``status``,
-``method`` (per-operand columns may also be named ``gmse_w``, ``bits_a``, ... as the trainer's
-result records do). Whatever produced the runs (our trainer, a paper's CSV, a user's cluster),
-this module turns it into that shape and says clearly what is wrong with it.
+``method`` (a per-operand column may be named either way, ``gmse_w`` as the trainer's result
+records do or ``w_gmse``: :mod:`capscale.runrecord`). Whatever produced the runs (our
+trainer, a paper's CSV, a user's cluster), this module turns it into that shape and says
+clearly what is wrong with it.
 """
 
 from __future__ import annotations
@@ -22,15 +23,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from capscale import runrecord
 from capscale.errors import CapscaleError
+from capscale.runrecord import OK_STATUSES, REPRESENTATION_COLUMNS  # noqa: F401  (re-exported)
+from capscale.runrecord import REQUIRED_COLUMNS as REQUIRED
+from capscale.runrecord import RESULT as RUN_RECORD
 
-REQUIRED = ("N", "D", "loss")
-REPRESENTATION_COLUMNS = ("format", "w_format", "a_format")
-# the record a finished run of our trainer leaves in its folder
-RUN_RECORD = "result.json"
 BUILTIN_PREFIX = "builtin:"
-# statuses that mean a run finished normally
-OK_STATUSES = {"ok", "done", "finished", "complete", "completed", "success"}
 
 
 @dataclass
@@ -113,19 +112,11 @@ def _read_run_folders(root: Path) -> pd.DataFrame:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         if RUN_RECORD in filenames:
-            with open(Path(dirpath) / RUN_RECORD, encoding="utf-8") as f:
-                try:
-                    rec = json.load(f)
-                except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                    raise CapscaleError(f"{Path(dirpath) / RUN_RECORD}: not valid JSON ({e})") from e
-            if not isinstance(rec, dict):
-                raise CapscaleError(f"{Path(dirpath) / RUN_RECORD}: holds a {type(rec).__name__}, "
-                                    "not a run's record")
-            rec = dict(rec)
+            rec = dict(runrecord.read_result(dirpath) or {})
             rec.setdefault("run", os.path.relpath(dirpath, root))
             records.append(rec)
             dirnames[:] = []  # a run folder's subfolders (checkpoints) are not runs
-        elif "config.json" in filenames:
+        elif runrecord.CONFIG in filenames:
             unfinished.append(os.path.relpath(dirpath, root))
             dirnames[:] = []
     if not records:
@@ -210,11 +201,10 @@ def derive_column(df: pd.DataFrame, expression: str) -> pd.DataFrame:
 
 def representation_columns(df: pd.DataFrame) -> list[str]:
     """The columns that name a run's representation: ``format``, or ``w_format`` + ``a_format``."""
-    if "w_format" in df.columns or "a_format" in df.columns:
-        return [c for c in ("w_format", "a_format") if c in df.columns]
-    if "format" in df.columns:
-        return ["format"]
-    return []
+    operands = [c for c in runrecord.OPERAND_FORMAT_COLUMNS if c in df.columns]
+    if operands:
+        return operands
+    return [runrecord.FORMAT] if runrecord.FORMAT in df.columns else []
 
 
 def validate_runs(
@@ -287,7 +277,7 @@ def _check_plugin_versions(df: pd.DataFrame, source: str) -> None:
     """One user format name, one version: runs of ``myfp4`` trained with two versions of its
     plugin (``plugin_w`` = ``myfp4@<source hash>`` in the trainer's records) are not one format."""
     for col in representation_columns(df):
-        pcol = "plugin" if col == "format" else f"plugin_{col[0]}"
+        pcol = runrecord.part_key(col, "plugin")  # plugin, plugin_w
         if pcol not in df.columns:
             continue
         sub = df[[col, pcol]].dropna()

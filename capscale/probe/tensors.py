@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from capscale import runrecord
 from capscale.errors import CapscaleError
 
 SKIPPED = ("emb", "lm_head", "wte", "wpe")  # not compressed by the papers' training
@@ -78,7 +79,7 @@ def find_checkpoint(path: Path) -> Path | None:
 
 
 def is_run_folder(path: Path) -> bool:
-    cfg = path / "config.json"
+    cfg = path / runrecord.CONFIG
     if not cfg.is_file():
         return False
     try:
@@ -121,19 +122,18 @@ def capture_activations(run_dir: str | Path, data: str | None = None, batches: i
     from safetensors.torch import load_file
     from torch import nn
 
-    from capscale.train import records
     from capscale.train.config import TrainConfig, plan
     from capscale.train.data import open_run_data
     from capscale.train.loop import build_model
 
     run = Path(run_dir).expanduser()
     if not is_run_folder(run):
-        raise CapscaleError(f"activations need a capscale run folder (config.json with a plan); "
-                            f"{run_dir} is not one")
+        raise CapscaleError(f"activations need a capscale run folder ({runrecord.CONFIG} with a "
+                            f"plan); {run_dir} is not one")
     ckpt = find_checkpoint(run)
     if ckpt is None:
         raise CapscaleError(f"run {run_dir} has no checkpoint yet")
-    saved = records.read_json(run / records.CONFIG, "run config")
+    saved = runrecord.read_json(run / runrecord.CONFIG, "run config")
     cfg = TrainConfig.from_dict(saved["config"])
     cfg.progress = False
     if data:

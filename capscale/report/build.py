@@ -27,6 +27,7 @@ import pandas as pd
 
 from capscale.errors import CapscaleError
 from capscale.report.html import Report
+from capscale.runrecord import REPRESENTATION_COLUMNS, SUMMARY_COLUMNS, is_dense
 
 SHANNON_BITS = (1, 2, 3, 4, 6, 8)
 
@@ -48,10 +49,8 @@ def is_fit_file(source) -> bool:
 
 
 def has_compressed(df: pd.DataFrame) -> bool:
-    from capscale.laws import representation as rep
-
-    cols = [c for c in ("format", "w_format", "a_format") if c in df.columns]
-    return any(not rep.is_dense(v) for c in cols for v in df[c].dropna().unique())
+    cols = [c for c in REPRESENTATION_COLUMNS if c in df.columns]
+    return any(not is_dense(v) for c in cols for v in df[c].dropna().unique())
 
 
 def fit_laws(df: pd.DataFrame, *, n_bootstrap: int = 1000, capacity_groups: str | None = None,
@@ -191,7 +190,7 @@ def add_capacity(rep: Report, fits: dict, prefix: str = "", measured=None) -> No
                        + ["alpha"] if n in unid), None) for g in uni.law.groups]
     dec_unid = fit_unidentified(dec) if dec is not None else {}
     dec_known = [k for k in (dec.info.get("derived_eff", {}) if dec is not None else {})
-                 if f"eff[{k}]" not in dec_unid and not all(_dense(p) for p in k.split("/"))]
+                 if f"eff[{k}]" not in dec_unid and not _dense_key(k)]
     if all(curve_why) and not dec_known:
         rep.note("No capacity is identified by these runs, so there is no curve or multiplier to "
                  f"draw: {curve_why[0]}. The runs themselves are in the loss-against-N plot.")
@@ -292,7 +291,7 @@ def add_pareto(rep: Report, fits: dict, prefix: str = "", panel=None) -> None:
         rep.note("The iso-memory comparison needs a law with a capacity per format.")
         return
     trained = [k for k in fit.info.get("derived_eff", {})
-               if not all(_dense(p) for p in k.split("/"))]
+               if not _dense_key(k)]
     if panel is None:
         panel = STANDARD_PANEL
     specs = trained + (list(panel) if fit.law.name == "unified" else [])
@@ -322,15 +321,14 @@ def add_pareto(rep: Report, fits: dict, prefix: str = "", panel=None) -> None:
                              "rho_per_compute_linear"])
 
 
-def _dense(part: str) -> bool:
-    from capscale.laws import representation as rep
+def _dense_key(key: str) -> bool:
+    from capscale.laws.representation import is_dense_key
 
-    return rep.is_dense(part)
+    return is_dense_key(key)
 
 
 def add_runs(rep: Report, df: pd.DataFrame, prefix: str = "") -> None:
-    cols = [c for c in ("N", "D", "loss", "format", "w_format", "a_format", "seed", "status")
-            if c in df.columns]
+    cols = [c for c in SUMMARY_COLUMNS if c in df.columns]
     rep.table(df, f"{prefix}runs", caption=f"The {len(df)} runs.", columns=cols)
 
 
@@ -400,10 +398,7 @@ def build_report(source: str | os.PathLike, out: str | os.PathLike, *, runs=None
 def _subtitle(what: str, df: pd.DataFrame | None) -> str:
     if df is None:
         return f"Fit {what}."
-    keys = []
-    for c in ("format", "w_format", "a_format"):
-        if c in df.columns:
-            keys.append(c)
+    keys = [c for c in REPRESENTATION_COLUMNS if c in df.columns]
     n_formats = len(df[keys].drop_duplicates()) if keys else 1
     return (f"{len(df)} runs from {what}: N {df['N'].min():,.0f} to {df['N'].max():,.0f}, "
             f"D {df['D'].min():.3g} to {df['D'].max():.3g}, {n_formats} representation(s).")

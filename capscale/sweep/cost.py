@@ -71,12 +71,12 @@ CPU_SIZED_HOURS = 1.0
 
 def cpu_seconds_of(run, vocab_size: int) -> float:
     """One run's estimated time on one quiet CPU core."""
-    from capscale.laws import representation as rep
+    from capscale.runrecord import is_dense_run
 
     a, b = CPU_STEP_SECONDS
     steps = max(run.steps, 1)
     per_step = a + b * run.flops(vocab_size) / steps
-    dense = rep.is_dense(run.config.w_format) and rep.is_dense(run.config.a_format)
+    dense = is_dense_run(run.config.w_format, run.config.a_format)
     return steps * per_step * (1.0 if dense else COMPRESSED_SLOWDOWN)
 
 

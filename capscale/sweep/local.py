@@ -19,7 +19,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from capscale.durations import format_duration
 from capscale.errors import CapscaleError
+from capscale.runrecord import DIVERGED, FINISHED, read_result
 from capscale.sweep.spec import PlannedRun
 from capscale.sweep.state import progress_of, run_status
 from capscale.sweep.worker import BUSY, INTERRUPTED, die_with_parent
@@ -28,10 +30,8 @@ LOG = "train.log"
 
 
 def fmt_duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+    """A sweep's durations: whole seconds, hours however many (``2m05s``, ``55h33m``)."""
+    return format_duration(seconds, whole_seconds=True, days=False)
 
 
 @dataclass
@@ -46,7 +46,7 @@ class Progress:
     stream: object = field(default=sys.stderr)
     every: float = 30.0
     done_weight: float = 0.0
-    counts: dict = field(default_factory=lambda: {"finished": 0, "diverged": 0, "failed": 0})
+    counts: dict = field(default_factory=lambda: {FINISHED: 0, DIVERGED: 0, "failed": 0})
     start: float = field(default_factory=time.perf_counter)
     _last_print: float = 0.0
 
@@ -72,7 +72,7 @@ class Progress:
         elapsed = time.perf_counter() - self.start
         eta = f", ETA {fmt_duration(elapsed * (1 - frac) / frac)}" if frac > 0.02 else ""
         done = sum(self.counts.values())
-        bad = "".join(f", {v} {k}" for k, v in self.counts.items() if k != "finished" and v)
+        bad = "".join(f", {v} {k}" for k, v in self.counts.items() if k != FINISHED and v)
         return (f"[sweep] {done + self.already_done}/{len(self.runs) + self.already_done} runs done"
                 f"{bad}, {len(running)} running, {frac:.0%} of this launch's compute, "
                 f"{fmt_duration(elapsed)} elapsed{eta}")
@@ -256,20 +256,18 @@ def _outcome(run_dir: Path, rc: int) -> str:
     if rc == INTERRUPTED:
         return "interrupted (checkpointed; launch again to resume)"
     status, _ = run_status(run_dir)
-    if status in ("finished", "diverged"):
+    if status in (FINISHED, DIVERGED):
         return status
     return f"failed (exit {rc}; see {run_dir / LOG})"
 
 
 def _describe(run_dir: Path, name: str, outcome: str) -> str:
-    from capscale.train import load_result
-
-    if outcome == "finished":
-        r = load_result(run_dir)
+    if outcome == FINISHED:
+        r = read_result(run_dir)
         return (f"[sweep] finished {name}: val loss {r['loss']:.4f} "
                 f"({fmt_duration(r.get('wall_time_s') or 0)})")
-    if outcome == "diverged":
-        r = load_result(run_dir)
+    if outcome == DIVERGED:
+        r = read_result(run_dir)
         return f"[sweep] DIVERGED {name} at step {r.get('diverged_at_step')}"
     if outcome == "busy":
         return f"[sweep] {name}: another process is running it; left to that process"

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from capscale.errors import CapscaleError
+from capscale.runrecord import DIVERGED, FINISHED, PENDING, UNFINISHED
 from capscale.sweep import cost as cost_mod
 from capscale.sweep import slurm as slurm_mod
 from capscale.sweep.advice import fit_advice
@@ -173,10 +174,10 @@ def _launch(spec: SweepSpec, root: Path, launcher: str, jobs: int, threads: int 
             gpus_per_run: int, collect_only: bool, sbatch: bool, wait: bool,
             quiet: bool, requeue: bool = False) -> SweepOutcome:
     status = status_table(spec, root)
-    diverged = status[status["status"] == "diverged"]["name"].tolist()
-    done = int((status["status"] == "finished").sum())
-    todo_names = set(status[status["status"].isin(["unfinished", "pending"])]["name"])
-    unfinished = int((status["status"] == "unfinished").sum())
+    diverged = status[status["status"] == DIVERGED]["name"].tolist()
+    done = int((status["status"] == FINISHED).sum())
+    todo_names = set(status[status["status"].isin([UNFINISHED, PENDING])]["name"])
+    unfinished = int((status["status"] == UNFINISHED).sum())
     _say(f"[sweep] {spec.name}: {len(spec.runs)} runs in {root}: {done} finished, "
          f"{len(diverged)} diverged, {unfinished} to resume, "
          f"{len(todo_names) - unfinished} to start", quiet)

@@ -1,8 +1,9 @@
 """Where a sweep stands: each run's status from its folder, the manifest, and the tables.
 
 A run is *finished* or *diverged* when its result record exists, *unfinished* when its folder
-holds a config but no result (it resumes from its latest checkpoint), *pending* otherwise.
-At the end of a sweep two tables are written beside the runs:
+holds a config but no result (it resumes from its latest checkpoint), *pending* otherwise
+(:func:`capscale.runrecord.folder_status`). At the end of a sweep two tables are written
+beside the runs:
 
 - ``runs.csv``: one row per finished run in the trainer's runs-table columns (N, D, loss,
   w_format, a_format, gmse, ...), ready for ``capscale fit``;
@@ -19,29 +20,21 @@ from pathlib import Path
 
 import pandas as pd
 
+from capscale import runrecord
 from capscale.errors import CapscaleError
 from capscale.io import atomic_write_json, write_table
+from capscale.runrecord import FOLDER_STATUSES as STATUSES  # noqa: F401  (re-exported)
+from capscale.runrecord import folder_status as run_status
 from capscale.sweep.spec import PlannedRun, SweepSpec
 from capscale.sweep.worker import MANIFEST
-from capscale.train import records
 
 RUNS_TABLE = "runs.csv"
 STATUS_TABLE = "sweep-status.csv"
-STATUSES = ("finished", "diverged", "unfinished", "pending")
-
-
-def run_status(run_dir: Path) -> tuple[str, dict | None]:
-    result = records.load_result(run_dir)
-    if result is not None:
-        return ("diverged" if result.get("status") == "diverged" else "finished"), result
-    if (run_dir / records.CONFIG).exists():
-        return "unfinished", None
-    return "pending", None
 
 
 def progress_of(run_dir: Path) -> int:
     """Steps done by a run: the last step in its metrics (0 when none)."""
-    path = run_dir / records.METRICS
+    path = run_dir / runrecord.METRICS
     if not path.exists():
         return 0
     try:
@@ -80,13 +73,13 @@ def runs_table(spec: SweepSpec, root: Path) -> pd.DataFrame:
     """The finished runs of the spec as runs-table rows (the contract columns first)."""
     rows = []
     for run in spec.runs:
-        result = records.load_result(root / run.name)
-        if result is not None and result.get("status") == "finished":
-            row = records.result_row(result)
+        result = runrecord.read_result(root / run.name)
+        if result is not None and result.get("status") == runrecord.FINISHED:
+            row = runrecord.result_row(result)
             row["run"] = run.name
             row["run_dir"] = str(root / run.name)
             rows.append(row)
-    return records.runs_frame(rows, ("run", "run_dir"))
+    return runrecord.runs_frame(rows, ("run", "run_dir"))
 
 
 def write_tables(spec: SweepSpec, root: Path) -> tuple[Path, Path, pd.DataFrame]:

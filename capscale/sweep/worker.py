@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from capscale import runrecord
 from capscale.errors import CapscaleError
 
 MANIFEST = "sweep.json"
@@ -29,9 +30,7 @@ INTERRUPTED = 76  # the run stopped on SIGTERM/SIGUSR1 after a checkpoint: resub
 
 
 def read_manifest(path: str | os.PathLike) -> dict:
-    from capscale.train import records
-
-    return records.read_json(path, "sweep manifest")
+    return runrecord.read_json(path, "sweep manifest")
 
 
 def run_config(manifest_path: str | os.PathLike, name: str):
@@ -50,13 +49,12 @@ def run_config(manifest_path: str | os.PathLike, name: str):
 def differing_settings(cfg) -> str:
     """The settings in which the run saved in ``cfg.out`` differs from ``cfg`` ("" when the
     folder holds no run, or this one): ``"lr: folder 0.5, spec None, ..."``."""
-    from capscale.train import records
     from capscale.train.records import identity
 
-    saved_path = Path(cfg.out) / records.CONFIG
+    saved_path = Path(cfg.out) / runrecord.CONFIG
     if not saved_path.exists():
         return ""
-    saved = records.read_json(saved_path, "run config").get("config", {})
+    saved = runrecord.read_json(saved_path, "run config").get("config", {})
     saved = identity(saved if isinstance(saved, dict) else {})
     wanted = identity(cfg.to_dict())
     diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
@@ -186,7 +184,7 @@ def torchrun_command(manifest_path: str, name: str, nproc: int) -> list[str]:
 def run_worker(manifest_path: str | os.PathLike, name: str, nproc: int = 1) -> int:
     """Run ``name`` of the sweep whose manifest is ``manifest_path``; returns an exit status
     (0: the run has its result record; :data:`BUSY`: another process holds it)."""
-    from capscale.train import load_result, train
+    from capscale.train import train
 
     cfg = run_config(manifest_path, name)
     if "RANK" in os.environ and "LOCAL_RANK" in os.environ:  # a rank under torchrun: the
@@ -197,14 +195,14 @@ def run_worker(manifest_path: str | os.PathLike, name: str, nproc: int = 1) -> i
         print(f"{name}: another process holds {lock.path}; leaving the run to it", file=sys.stderr)
         return BUSY
     try:
-        if load_result(cfg.out) is not None:
+        if runrecord.read_result(cfg.out) is not None:
             return 0
         check_same_run(cfg)
         if nproc > 1:
             cmd = torchrun_command(str(manifest_path), name, nproc)
             return subprocess.call(cmd, preexec_fn=die_with_parent(signal.SIGTERM))
         result = train(cfg, resume=True)
-        return INTERRUPTED if result.get("status") == "interrupted" else 0
+        return INTERRUPTED if result.get("status") == runrecord.INTERRUPTED else 0
     finally:
         lock.release()
 

@@ -7,7 +7,7 @@
     >>> table = load_runs("runs")        # one row per finished run: N, D, loss, w_format, ...
 
 A run is a folder (config.json, metrics.jsonl, checkpoints/, result.json); see
-:mod:`capscale.train.records`.
+:mod:`capscale.runrecord`.
 """
 
 from capscale.train.config import RunPlan, TrainConfig, plan

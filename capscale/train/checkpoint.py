@@ -29,6 +29,7 @@ from torch import nn
 
 from capscale.errors import CapscaleError
 from capscale.io import atomic_write_text, describe_write_error
+from capscale.runrecord import CHECKPOINTS
 from capscale.train.distributed import Dist, barrier
 
 LATEST = "latest"
@@ -74,7 +75,7 @@ def save_checkpoint(
     """Write the checkpoint of ``state.step`` (collective: every rank must call it)."""
     from safetensors.torch import save_file
 
-    root = Path(run_dir) / "checkpoints"
+    root = Path(run_dir) / CHECKPOINTS
     final = root / _name(state.step)
     tmp = root / f".tmp-{_name(state.step)}"
     try:
@@ -121,7 +122,7 @@ def complete_checkpoints(run_dir: Path) -> list[Path]:
     """The run's checkpoint folders that hold every file, newest first; the one
     ``checkpoints/latest`` names comes first when it is complete (a kill between the rename
     and the pointer's update leaves a newer complete one, which comes next)."""
-    root = Path(run_dir) / "checkpoints"
+    root = Path(run_dir) / CHECKPOINTS
     if not root.is_dir():
         return []
     done = sorted((p for p in root.glob("step_*") if p.is_dir()
@@ -149,7 +150,7 @@ def remove_partial_writes(run_dir: Path) -> list[Path]:
     when it starts."""
     run_dir = Path(run_dir)
     removed = []
-    for folder in (run_dir, run_dir / "checkpoints"):
+    for folder in (run_dir, run_dir / CHECKPOINTS):
         if not folder.is_dir():
             continue
         for p in folder.iterdir():

@@ -21,10 +21,12 @@ import torch
 from torch import nn
 
 import capscale
+from capscale.durations import format_duration
 from capscale.errors import CapscaleError
 from capscale.io import atomic_write_json
 from capscale.model.compressed_linear import BLOCK_LINEARS, compress_model, grad_rule_from_config
 from capscale.model.llama import Llama
+from capscale.runrecord import DIVERGED, FINISHED, INTERRUPTED, OPERANDS, operand_key
 from capscale.train import records
 from capscale.train.checkpoint import (
     TrainState,
@@ -166,19 +168,22 @@ def format_info(w_format: str, a_format: str) -> dict:
     from capscale.formats.registry import plugin_records
 
     out = {}
-    for role, spec in (("w", w_format), ("a", a_format)):
+    for role, spec in zip(OPERANDS, (w_format, a_format)):
+        g, bits = operand_key("gmse", role), operand_key("bits", role)  # gmse_w, bits_w
         out[f"{role}_format"] = spec
-        out[f"kind_{role}"] = parse_format(spec).kind  # the compression type, for the laws
+        # the compression type, for the laws
+        out[operand_key("kind", role)] = parse_format(spec).kind
         plugins = plugin_records(parse_format(spec))  # user formats: name and source hash
         if plugins:
-            out[f"plugin_{role}"] = " ".join(f"{n}@{p['sha256']}" for n, p in plugins.items())
-            out[f"plugins_{role}"] = plugins
+            out[operand_key("plugin", role)] = " ".join(
+                f"{n}@{p['sha256']}" for n, p in plugins.items())
+            out[operand_key("plugins", role)] = plugins
         if spec == "none":
-            out.update({f"gmse_{role}": 0.0, f"gmse_{role}_stderr": 0.0, f"bits_{role}": 16.0})
+            out.update({g: 0.0, f"{g}_stderr": 0.0, bits: 16.0})
             continue
         r = gmse(spec)
-        out.update({f"gmse_{role}": float(r.gmse), f"gmse_{role}_stderr": float(r.stderr),
-                    f"bits_{role}": float(r.bits_per_value)})
+        out.update({g: float(r.gmse), f"{g}_stderr": float(r.stderr),
+                    bits: float(r.bits_per_value)})
     return out
 
 
@@ -262,18 +267,6 @@ class StopSignals:
             signal.signal(sig, old)
 
 
-def format_duration(seconds: float) -> str:
-    """45 -> '45s', 135 -> '2m15s', 7500 -> '2h05m', 200000 -> '2.3 days'."""
-    s = max(0.0, float(seconds))
-    if s < 60:
-        return f"{s:.0f}s" if s >= 10 else f"{s:.1f}s"
-    if s < 3600:
-        return f"{int(s // 60)}m{int(s % 60):02d}s"
-    if s < 48 * 3600:
-        return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
-    return f"{s / 86400:.1f} days"
-
-
 def estimate_wall_time(raw: nn.Module, p: RunPlan, cfg: TrainConfig, ctx: Dist, autocast,
                        steps_left: int, n_val_windows: int) -> dict:
     """The wall time of the steps left, from a short measurement before the first step: one
@@ -331,11 +324,12 @@ def _write_run_header(run_dir: Path, cfg: TrainConfig, p: RunPlan, info: dict, c
 def _check_same_plugins(run_dir: Path, info: dict) -> None:
     """A run is resumed only with the same version of its user formats (their source hash)."""
     saved = records.read_json(run_dir / records.CONFIG, "run config").get("formats", {})
-    for role in ("w", "a"):
-        if saved.get(f"plugin_{role}") != info.get(f"plugin_{role}"):
+    for role in OPERANDS:
+        key = operand_key("plugin", role)
+        if saved.get(key) != info.get(key):
             raise CapscaleError(
-                f"run {run_dir} was trained with user format {saved.get(f'plugin_{role}')} and is "
-                f"resumed with {info.get(f'plugin_{role}')}: the plugin's source changed; restore "
+                f"run {run_dir} was trained with user format {saved.get(key)} and is "
+                f"resumed with {info.get(key)}: the plugin's source changed; restore "
                 "it or start the run in a new folder")
 
 
@@ -435,7 +429,7 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
     window = {"loss": 0.0, "n": 0, "tokens": 0, "time": 0.0}
     if state.data and isinstance(state.data.get("window"), dict):
         window.update(state.data["window"])
-    status, diverged_at, last_loss = "finished", None, float("nan")
+    status, diverged_at, last_loss = FINISHED, None, float("nan")
     if state.data and isinstance(state.data.get("last_loss"), (int, float)):
         # killed after its final checkpoint, before its record: the record still names the
         # last step's training loss
@@ -471,7 +465,7 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
             check = torch.stack([loss, grad_norm.float().to(ctx.device), asked])
             step_loss, norm, stop_now = (all_reduce_sum(check, ctx) / ctx.world_size).tolist()
             if not (math.isfinite(step_loss) and math.isfinite(norm)):
-                status, diverged_at, last_loss = "diverged", step + 1, step_loss
+                status, diverged_at, last_loss = DIVERGED, step + 1, step_loss
                 monitor.write(f"step {step + 1}: loss {step_loss}, gradient norm {norm}: diverged")
                 break
             optimizer.step()
@@ -495,7 +489,7 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
                 window = dict.fromkeys(window, 0.0)
             if state.step % p.eval_every == 0 or state.step == p.steps:
                 if not math.isfinite(validate()):
-                    status, diverged_at = "diverged", state.step
+                    status, diverged_at = DIVERGED, state.step
                     break
             if run_dir is not None and (state.step % p.ckpt_every == 0 or state.step == p.steps):
                 saved = TrainState(state.step, state.tokens, elapsed(),
@@ -508,11 +502,11 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
                                     "last_loss": last_loss})
                 save_checkpoint(run_dir, raw, optimizer, saved, ctx, cfg.keep_checkpoints)
             if stop_now > 0 and state.step < p.steps:
-                status = "interrupted"
+                status = INTERRUPTED
                 monitor.write(f"step {state.step}/{p.steps}: {stop.received or 'stop signal'} "
                               "received: checkpointed; resume to continue from this step")
                 break
-        if status == "finished" and last_val_step != p.steps:
+        if status == FINISHED and last_val_step != p.steps:
             validate()  # resumed from the final checkpoint, before the result was written
     finally:
         stop.__exit__()
@@ -520,7 +514,7 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
 
     result = {
         "status": status, "N": p.n_params, "D": state.tokens,
-        "loss": last_val if status == "finished" else None,
+        "loss": last_val if status == FINISHED else None,
         **info,
         "w_format": compression["w_format"], "a_format": compression["a_format"],
         # the rule the compressed operands really trained with (block formats: ste), and the
@@ -544,7 +538,7 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
         "data_key": data.info.get("data_key"), "capscale_version": capscale.__version__,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    if run_dir is not None and ctx.is_main and status != "interrupted":
+    if run_dir is not None and ctx.is_main and status != INTERRUPTED:
         records.write_result(run_dir, result)
     barrier(ctx)
     return result

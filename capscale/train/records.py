@@ -1,24 +1,29 @@
-"""A run is a folder; this module knows its files and turns results into table rows.
+"""A run is a folder; this module writes its files and collects finished runs into a table.
 
-    RUN_DIR/
-      config.json      the TrainConfig and the derived RunPlan (written once, at the start)
-      metrics.jsonl    one JSON object per line: {"kind": "train", ...} or {"kind": "val", ...}
-      checkpoints/     see capscale.train.checkpoint
-      result.json      written atomically when the run ends; its absence means "unfinished"
-
-``result_row`` flattens a result record into the runs-table columns that the laws read
-(N, D, loss, w_format, a_format, gmse_w, gmse_a, seed, status, ...), and ``load_runs``
-collects every finished run below a folder into a DataFrame.
+The folder's files, the result record's keys and the runs-table columns are the contract of
+:mod:`capscale.runrecord` (re-exported here: ``CONFIG``, ``METRICS``, ``RESULT``,
+``ROW_COLUMNS``, ``load_result``, ``result_row``, ...). ``load_runs`` collects every
+finished run below a folder into a DataFrame.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-from capscale.errors import CapscaleError
 from capscale.io import atomic_write_json
+from capscale.runrecord import (  # noqa: F401  (re-exported)
+    CONFIG,
+    METRICS,
+    RESULT,
+    ROW_COLUMNS,
+    UNFINISHED,
+    json_safe,
+    read_json,
+    result_row,
+    runs_frame,
+)
+from capscale.runrecord import read_result as load_result
 
 # Settings that may differ between a run and its resumption: they change how the run is
 # watched or executed, not what it computes.
@@ -29,56 +34,9 @@ def identity(config_dict: dict) -> dict:
     """The settings that define what a run computes (runtime settings dropped)."""
     return {k: v for k, v in config_dict.items() if k not in RUNTIME_FIELDS}
 
-CONFIG = "config.json"
-METRICS = "metrics.jsonl"
-RESULT = "result.json"
-
-# The runs-table contract (DESIGN.md, "Conventions"), first, then the trainer's extras.
-ROW_COLUMNS = (
-    "N", "D", "loss", "w_format", "a_format", "gmse", "gmse_w", "gmse_a", "seed", "status",
-)
-
-
-def read_json(path: Path, what: str | None = None) -> dict:
-    """A JSON file's contents; a missing or broken file is a CapscaleError naming ``what`` it is."""
-    name = f"{what} {path}" if what else str(path)
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CapscaleError(f"{name} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CapscaleError(f"{name} is not valid JSON: {e}") from None
-    except OSError as e:
-        from capscale.io import describe_write_error
-
-        raise CapscaleError(f"{name} cannot be read: {describe_write_error(e)}") from None
-
-
-def load_result(run_dir: str | Path) -> dict | None:
-    """The run's result record, or None when the run has not ended."""
-    path = Path(run_dir) / RESULT
-    if not path.exists():
-        return None
-    result = read_json(path, "run result")
-    if not isinstance(result, dict):
-        raise CapscaleError(f"run result {path} holds a {type(result).__name__}, not a run's "
-                            "record; move the file away to run the run again")
-    return result
-
 
 def write_result(run_dir: str | Path, result: dict) -> Path:
     return atomic_write_json(Path(run_dir) / RESULT, json_safe(result))
-
-
-def json_safe(obj):
-    """NaN/inf are not JSON: write them as null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj
 
 
 class MetricsLog:
@@ -117,37 +75,6 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def result_row(result: dict) -> dict:
-    """Flatten a result record into one runs-table row (the contract columns first).
-
-    ``gmse`` is the GMSE of the one compressed operand when only weights or only
-    activations are compressed, and NaN when both are (then gmse_w and gmse_a hold both).
-    """
-    nan = float("nan")
-
-    def num(key):
-        v = result.get(key)
-        return nan if v is None else v
-
-    w, a = result.get("w_format", "none"), result.get("a_format", "none")
-    gmse_w, gmse_a = num("gmse_w"), num("gmse_a")
-    if a == "none":
-        gmse = gmse_w
-    elif w == "none":
-        gmse = gmse_a
-    else:
-        gmse = nan
-    row = {
-        "N": result.get("N"), "D": result.get("D"), "loss": num("loss"),
-        "w_format": w, "a_format": a, "gmse": gmse, "gmse_w": gmse_w, "gmse_a": gmse_a,
-        "seed": result.get("seed"), "status": result.get("status"),
-    }
-    for k, v in result.items():
-        if k not in row and not isinstance(v, (dict, list)):
-            row[k] = v
-    return row
-
-
 def load_runs(root: str | Path, include_unfinished: bool = False):
     """A DataFrame with one row per run folder below ``root`` that has a result record.
 
@@ -163,7 +90,7 @@ def load_runs(root: str | Path, include_unfinished: bool = False):
             row = result_row(result)
         elif include_unfinished:
             cfg = read_json(cfg_path)
-            row = {"N": cfg.get("plan", {}).get("n_params"), "status": "unfinished",
+            row = {"N": cfg.get("plan", {}).get("n_params"), "status": UNFINISHED,
                    "w_format": cfg.get("config", {}).get("w_format"),
                    "a_format": cfg.get("config", {}).get("a_format"),
                    "seed": cfg.get("config", {}).get("seed")}
@@ -172,15 +99,3 @@ def load_runs(root: str | Path, include_unfinished: bool = False):
         row["run_dir"] = str(run_dir)
         rows.append(row)
     return runs_frame(rows, ("run_dir",))
-
-
-def runs_frame(rows: list[dict], extra_columns: tuple[str, ...] = ()):
-    """Runs-table rows as a DataFrame, the contract columns first (their names alone, plus
-    ``extra_columns``, when there are no rows)."""
-    import pandas as pd
-
-    if not rows:
-        return pd.DataFrame(columns=[*ROW_COLUMNS, *extra_columns])
-    df = pd.DataFrame(rows)
-    front = [c for c in ROW_COLUMNS if c in df.columns]
-    return df[front + [c for c in df.columns if c not in front]]
