@@ -1,6 +1,6 @@
 """Runs tables shipped with capscale (``builtin:NAME``), in canonical columns.
 
-The files under ``capscale/data/runs/`` are byte-for-byte copies of public data; their
+The files under ``capscale/laws/runs/`` are byte-for-byte copies of public data; their
 provenance and licences are in the README there. This module only renames and derives
 columns; it never edits a number.
 """
@@ -59,7 +59,7 @@ def _training_method(quantizer: str) -> str:
 
 
 def _read(name: str):
-    return resources.files("capscale") / "data" / "runs" / name
+    return resources.files("capscale") / "laws" / "runs" / name
 
 
 def quest_runs() -> pd.DataFrame:
