@@ -20,6 +20,7 @@ import json
 import math
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,10 +54,27 @@ def has_compressed(df: pd.DataFrame) -> bool:
     return any(not is_dense(v) for c in cols for v in df[c].dropna().unique())
 
 
+@dataclass(frozen=True)
+class FitFailure:
+    """A law that could not be fitted to the runs, and why (it goes into the report as a
+    note where the fit's tables and plots would be)."""
+
+    law: str
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+def fitted(fit) -> bool:
+    """Whether an entry of a ``fits`` dict is a fit (not None, not a FitFailure)."""
+    return fit is not None and not isinstance(fit, FitFailure)
+
+
 def fit_laws(df: pd.DataFrame, *, n_bootstrap: int = 1000, capacity_groups: str | None = None,
              quiet: bool = False) -> dict:
-    """The laws a runs table supports, fitted: law name -> FitResult, or the error message
-    of a law that could not be fitted (it goes into the report as a note)."""
+    """The laws a runs table supports, fitted: law name -> FitResult, or a FitFailure for a
+    law that could not be fitted."""
     from capscale.laws import fit_law
     from capscale.laws.forms import default_law
 
@@ -70,14 +88,14 @@ def fit_laws(df: pd.DataFrame, *, n_bootstrap: int = 1000, capacity_groups: str 
         try:
             fits[law] = fit_law(df, law, n_bootstrap=n_bootstrap, progress=not quiet, **options)
         except CapscaleError as e:
-            fits[law] = str(e)
+            fits[law] = FitFailure(law, str(e))
     return fits
 
 
 def primary_fit(fits: dict):
     for law in ("unified", "decoupled", "chinchilla", "precision", "sparsity"):
         f = fits.get(law)
-        if f is not None and not isinstance(f, str):
+        if fitted(f):
             return f
     return None
 
@@ -125,7 +143,7 @@ def add_fit_table(rep: Report, fits: dict, prefix: str = "") -> None:
     level = None
     quality = []
     for law, fit in fits.items():
-        if isinstance(fit, str):
+        if not fitted(fit):
             rep.note(f"The {law} law could not be fitted to these runs: {fit}")
             continue
         level = fit.info["settings"]["interval_level"]
@@ -157,7 +175,7 @@ def add_loss_plots(rep: Report, df: pd.DataFrame, fits: dict, prefix: str = "") 
     shown = False
     for law in ("decoupled", "unified", "chinchilla"):
         fit = fits.get(law)
-        if fit is None or isinstance(fit, str):
+        if not fitted(fit):
             continue
         path = plot_loss_vs_n(fit, df, rep.plot_path(f"{prefix}loss_vs_n_{law}.png"))
         rep.image(path, f"Loss against N, one colour per format (points: runs; lines: the "
@@ -285,9 +303,9 @@ def add_pareto(rep: Report, fits: dict, prefix: str = "", panel=None) -> None:
     from capscale.laws.plots import plot_compare
 
     fit = fits.get("unified")
-    if fit is None or isinstance(fit, str):
+    if not fitted(fit):
         fit = fits.get("decoupled")
-    if fit is None or isinstance(fit, str):
+    if not fitted(fit):
         rep.note("The iso-memory comparison needs a law with a capacity per format.")
         return
     trained = [k for k in fit.info.get("derived_eff", {})
@@ -374,7 +392,7 @@ def build_report(source: str | os.PathLike, out: str | os.PathLike, *, runs=None
             try:
                 fits["decoupled"] = fit_law(df, "decoupled", n_bootstrap=n_bootstrap)
             except CapscaleError as e:
-                fits["decoupled"] = str(e)
+                fits["decoupled"] = FitFailure("decoupled", str(e))
     else:
         df = load_runs(runs if runs is not None else source, drop_bad=True)
         fits = fit_laws(df, n_bootstrap=n_bootstrap, capacity_groups=capacity_groups, quiet=quiet)
