@@ -349,17 +349,7 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
     p = plan(cfg, data.vocab_size, ctx.world_size, ctx.device.type)
     autocast, compute_dtype = _autocast(cfg, ctx.device)
 
-    raw, compression = build_model(cfg, p)
-    if raw.non_embedding_params() != p.n_params:  # the module and the closed form agree
-        raise AssertionError("non-embedding parameter count mismatch")
-    raw.to(ctx.device)
-    optimizer = build_optimizer(raw, cfg, p.lr)
-    model: nn.Module = raw
-    if ctx.enabled:
-        model = nn.parallel.DistributedDataParallel(
-            raw, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-    if cfg.compile:
-        model = torch.compile(model)
+    raw, model, compression, optimizer = _prepare_model(cfg, p, ctx)
 
     # a fresh run writes its header; a resumed one restores its checkpoint and drops the
     # metrics written after it
@@ -389,18 +379,7 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
         wandb_project=cfg.wandb_project, wandb_config={"config": cfg.to_dict(), **info},
         run_name=run_dir.name if run_dir else None)
     rules = trained_rules(compression, cfg.grad)
-    epochs = _epochs(p.tokens, data.info.get("train_tokens"))
-    if rules["note"]:
-        monitor.write(f"gradient rule: {rules['note']}")
-    if epochs is not None and epochs > 1:
-        monitor.write(f"data: D {p.tokens:,} tokens is {epochs:.2f} epochs of the training split "
-                      f"({data.info['train_tokens']:,} tokens): tokens are seen more than once")
-    monitor.write(
-        f"model {cfg.size or 'custom'}: N={p.n_params:,} non-embedding parameters, "
-        f"{p.steps} steps x {cfg.batch_tokens:,} tokens = D {p.tokens:,} "
-        f"({p.tokens / p.n_params:.1f} tokens/param), lr {p.lr:g}, "
-        f"w={compression['w_format']} a={compression['a_format']}, {ctx.world_size} "
-        f"process(es) on {ctx.device}, {compute_dtype}")
+    _announce(monitor, cfg, p, ctx, compression, rules, data, compute_dtype)
 
     steps_left = p.steps - state.step
     if steps_left > 0:  # every rank measures: a learned scale's first pass is a collective
@@ -491,12 +470,8 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
                 if not math.isfinite(validate()):
                     status, diverged_at = DIVERGED, state.step
                     break
-            if run_dir is not None and (state.step % p.ckpt_every == 0 or state.step == p.steps):
-                saved = TrainState(state.step, state.tokens, elapsed(),
-                                   {"step": state.step, "seed": cfg.seed, "window": dict(window),
-                                    "last_loss": last_loss})
-                save_checkpoint(run_dir, raw, optimizer, saved, ctx, cfg.keep_checkpoints)
-            elif stop_now > 0 and run_dir is not None and state.step < p.steps:
+            due = state.step % p.ckpt_every == 0 or state.step == p.steps
+            if run_dir is not None and (due or (stop_now > 0 and state.step < p.steps)):
                 saved = TrainState(state.step, state.tokens, elapsed(),
                                    {"step": state.step, "seed": cfg.seed, "window": dict(window),
                                     "last_loss": last_loss})
@@ -512,7 +487,55 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
         stop.__exit__()
         monitor.close()
 
-    result = {
+    result = _result_record(cfg, p, ctx, data, compression, rules, info, state, status,
+                            last_val, last_loss, diverged_at, trained_tokens, train_time,
+                            elapsed(), compute_dtype)
+    if run_dir is not None and ctx.is_main and status != INTERRUPTED:
+        records.write_result(run_dir, result)
+    barrier(ctx)
+    return result
+
+
+def _prepare_model(cfg: TrainConfig, p: RunPlan, ctx: Dist):
+    """The model on its device (``raw``), what the loop calls (DDP- and compile-wrapped), the
+    compression it trains over, and its optimizer."""
+    raw, compression = build_model(cfg, p)
+    if raw.non_embedding_params() != p.n_params:  # the module and the closed form agree
+        raise AssertionError("non-embedding parameter count mismatch")
+    raw.to(ctx.device)
+    optimizer = build_optimizer(raw, cfg, p.lr)
+    model: nn.Module = raw
+    if ctx.enabled:
+        model = nn.parallel.DistributedDataParallel(
+            raw, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    if cfg.compile:
+        model = torch.compile(model)
+    return raw, model, compression, optimizer
+
+
+def _announce(monitor, cfg: TrainConfig, p: RunPlan, ctx: Dist, compression: dict, rules: dict,
+              data: RunData, compute_dtype: str) -> None:
+    """The run's opening lines: the gradient rule really used, repeated data, and the plan."""
+    epochs = _epochs(p.tokens, data.info.get("train_tokens"))
+    if rules["note"]:
+        monitor.write(f"gradient rule: {rules['note']}")
+    if epochs is not None and epochs > 1:
+        monitor.write(f"data: D {p.tokens:,} tokens is {epochs:.2f} epochs of the training split "
+                      f"({data.info['train_tokens']:,} tokens): tokens are seen more than once")
+    monitor.write(
+        f"model {cfg.size or 'custom'}: N={p.n_params:,} non-embedding parameters, "
+        f"{p.steps} steps x {cfg.batch_tokens:,} tokens = D {p.tokens:,} "
+        f"({p.tokens / p.n_params:.1f} tokens/param), lr {p.lr:g}, "
+        f"w={compression['w_format']} a={compression['a_format']}, {ctx.world_size} "
+        f"process(es) on {ctx.device}, {compute_dtype}")
+
+
+def _result_record(cfg: TrainConfig, p: RunPlan, ctx: Dist, data: RunData, compression: dict,
+                   rules: dict, info: dict, state: TrainState, status: str, last_val, last_loss,
+                   diverged_at, trained_tokens: int, train_time: float, wall_time_s: float,
+                   compute_dtype: str) -> dict:
+    """The run's result record (``capscale.runrecord``): what it measured and how it ran."""
+    return {
         "status": status, "N": p.n_params, "D": state.tokens,
         "loss": last_val if status == FINISHED else None,
         **info,
@@ -532,13 +555,9 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
         "optimizer": cfg.optimizer, "tokens_per_param": state.tokens / p.n_params,
         "final_train_loss": last_loss, "diverged_at_step": diverged_at,
         "tokens_per_s": trained_tokens / train_time if train_time > 0 else None,
-        "wall_time_s": elapsed(),
+        "wall_time_s": wall_time_s,
         "device": ctx.device.type, "world_size": ctx.world_size, "dtype": compute_dtype,
         "data": data.info.get("data"), "tokenizer": data.info.get("tokenizer"),
         "data_key": data.info.get("data_key"), "capscale_version": capscale.__version__,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    if run_dir is not None and ctx.is_main and status != INTERRUPTED:
-        records.write_result(run_dir, result)
-    barrier(ctx)
-    return result
