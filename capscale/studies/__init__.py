@@ -188,7 +188,7 @@ def analyse(name: str, runs: pd.DataFrame, *, n_bootstrap: int = N_BOOTSTRAP,
 def print_result(res: StudyResult, stream=None) -> None:
     import sys
 
-    from capscale.laws.measure import describe_rho
+    from capscale.laws.measure import describe_rho, why_not_identified
 
     out = stream or sys.stdout
     s = res.study
@@ -200,9 +200,9 @@ def print_result(res: StudyResult, stream=None) -> None:
         print(f"  {r['format']:<36} {describe_rho(r):<44} GMSE predicts {r['rho_gmse']:.3f}",
               file=out)
     if res.unidentified:
+        why = why_not_identified(res.capacity) or "more sizes, budgets or seeds needed"
         print(f"  not identified: {', '.join(res.unidentified)}: these runs do not pin their ρ "
-              "down to an interval narrower than 0.2 (more sizes, budgets or seeds needed)",
-              file=out)
+              f"down to an interval narrower than 0.2: {why}", file=out)
     print(f"the paper's claim: {s.claim}", file=out)
     for _, c in res.checks.iterrows():
         ratio = (f"{c['ratio']:.3f} [{c['lo']:.3f}, {c['hi']:.3f}]"
