@@ -158,7 +158,11 @@ def quest_heldout(n_bootstrap: int = N_BOOTSTRAP):
 def run_training_sweep(out: Path, jobs: int | None, threads: int | None):
     from capscale.sweep import load_spec, run_sweep
 
+    from capscale.studies.design import describe, simulate
+
     spec = load_spec(demo_spec_path())
+    # before a step is trained: the interval each ρ would get from this design
+    print(describe(simulate(spec)))
     outcome = run_sweep(spec, out / "runs", jobs=jobs, threads=threads)
     if not outcome.ok:
         from capscale.errors import CapscaleError
