@@ -147,10 +147,18 @@ def fit_curves(df: pd.DataFrame, s: Study, n_bootstrap: int = CURVE_BOOTSTRAP) -
         except CapscaleError as e:
             out[label or "all"] = str(e)
             continue
+        levels = f.law.gmse_levels(sub)
         for g in f.law.groups:
             name = f"{label} {g}".strip()
             vague = f.info.get("unidentified", {})
             params = [k for k in ("L", "F", "C") if f.law.fix_L is None or k != "L"]
+            if len(levels.get(g, ())) <= len(params):
+                # as many GMSE levels as parameters: the curve passes through its points
+                # whatever they are, and a bootstrap over runs cannot show that it is free
+                out[name] = (f"not identified: {len(levels.get(g, ()))} GMSE levels for "
+                             f"{len(params)} curve parameters ({', '.join(params)}): the curve "
+                             "passes through them exactly; it needs more levels than parameters")
+                continue
             missed = [k for k in params if f.law.natural_name(k, g) in vague]
             if missed:  # a curve with a parameter the runs do not pin down is no result
                 why = vague[f.law.natural_name(missed[0], g)]

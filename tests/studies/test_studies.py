@@ -123,8 +123,10 @@ def test_int_analysis_recovers_capacities_and_judges_composability():
 
 
 def test_lsq_analysis_keys_on_the_gradient_rule_and_fits_a_curve_per_rule():
-    rho = {"int2/int2/trust": 0.3, "int2/int2/lsq": 0.25, "int4/int4/trust": 0.75,
-           "int4/int4/lsq": 0.55, "int8/int8/trust": 0.99, "int8/int8/lsq": 0.7}
+    rho = {"int2/int2/trust": 0.3, "int2/int2/lsq": 0.25, "int3/int3/trust": 0.55,
+           "int3/int3/lsq": 0.42, "int4/int4/trust": 0.75, "int4/int4/lsq": 0.55,
+           "int6/int6/trust": 0.93, "int6/int6/lsq": 0.66, "int8/int8/trust": 0.99,
+           "int8/int8/lsq": 0.7}
     res = st.analyse("lsq", synthetic_runs("lsq", rho, noise=0.002, seed=4), n_bootstrap=60)
     got = res.capacity.set_index("format")
     for k, v in rho.items():
@@ -215,3 +217,14 @@ def rep_rho(w, a):
     from capscale.laws.measure import rho_gmse
 
     return rho_gmse(w, a)
+
+
+def test_a_curve_with_as_many_gmse_levels_as_parameters_is_not_identified():
+    """Three GMSE levels for L, F and C: the curve passes through them whatever they are, so
+    it is no result however narrow its bootstrap."""
+    rho = {"int2/int2/trust": 0.3, "int2/int2/lsq": 0.25, "int4/int4/trust": 0.75,
+           "int4/int4/lsq": 0.55, "int8/int8/trust": 0.99, "int8/int8/lsq": 0.7}
+    res = st.analyse("lsq", synthetic_runs("lsq", rho, noise=0.002, seed=4), n_bootstrap=20)
+    for name in ("grad=lsq scalar", "grad=trust scalar"):
+        assert isinstance(res.curves[name], str)
+        assert res.curves[name].startswith("not identified: 3 GMSE levels for 3 curve parameters")
