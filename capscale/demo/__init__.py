@@ -156,9 +156,8 @@ def quest_heldout(n_bootstrap: int = N_BOOTSTRAP):
 
 
 def run_training_sweep(out: Path, jobs: int | None, threads: int | None):
-    from capscale.sweep import load_spec, run_sweep
-
     from capscale.studies.design import describe, simulate
+    from capscale.sweep import load_spec, run_sweep
 
     spec = load_spec(demo_spec_path())
     # before a step is trained: the interval each ρ would get from this design
