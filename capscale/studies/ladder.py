@@ -39,12 +39,12 @@ class Ladder:
 # learning rate 4e-3 (capscale.model.presets); dense runs at token budgets 256k-1M (1,024 tokens,
 # 8 sequences of 128, per step: 256-1,024 optimizer steps, at most 0.7 epochs of the embedded
 # corpus's 1.50M training tokens with train:spm:512). At the largest budget every model sees
-# at least 17 tokens per parameter: the loss falls about 0.26 nats per e-fold of N there, with
+# at least 17 tokens per parameter: the loss falls 0.22-0.26 nats per e-fold of N there, with
 # no data-limited bend (the wider ladder of head dimension 16 flattened to 0.09 beyond width
 # 48). The compressed runs sit at that budget at widths 24-40, and ρ is read off the dense
 # curve there (capscale.laws.budget_fit). A single run's final loss scatters by 0.02-0.03
-# nats by seed, a tenth of ρ's log for one run, so the runs at that budget take two seeds
-# (BENCHMARKS.md, "The data-rich CPU ladder").
+# nats by seed, so one run places log ρ only to about ±0.12: the runs at that budget take two
+# seeds (BENCHMARKS.md, "The data-rich CPU ladder").
 CPU = Ladder(
     scale="cpu",
     dense_sizes=("cpu-w16", "cpu-w24", "cpu-w32", "cpu-w40", "cpu-w48"),
