@@ -213,7 +213,7 @@ def summary_records(capacity: pd.DataFrame) -> list[dict]:
 
 def write_report(out: Path, gmse: pd.DataFrame, quest: tuple, sweep_df: pd.DataFrame, fits: dict,
                  capacity: pd.DataFrame, spec) -> Path:
-    from capscale.laws.measure import MEASURED_COLUMNS, unidentified_reasons
+    from capscale.laws.measure import MEASURED_COLUMNS, unidentified_reasons, why_not_identified
     from capscale.laws.plots import plot_capacity, plot_loss_vs_n, plot_measured_capacity
     from capscale.report import Report, add_standard_sections
     from capscale.report.build import SHANNON_BITS, unidentified_rows
@@ -263,8 +263,10 @@ def write_report(out: Path, gmse: pd.DataFrame, quest: tuple, sweep_df: pd.DataF
                 "three widths of the larger budget (INT4 with two seeds). ρ of each format: {capacity.attrs.get('method', '')} (95% "
                 "intervals; wider than 0.2 is shown as not identified), beside ρ predicted from "
                 "GMSE with the paper's constants and with the curve fitted on QuEST in section 2.")
-    rep.table(capacity, "measured_capacity", caption="Capacity per format: measured and "
-                                                     "predicted.",
+    why = why_not_identified(capacity)
+    rep.table(capacity, "measured_capacity",
+              caption="Capacity per format: measured and predicted."
+                      + (f" Not identified where greyed: {why}." if why else ""),
               unidentified=unidentified_reasons(capacity), value_columns=MEASURED_COLUMNS)
     path = plot_measured_capacity(capacity, rep.plot_path("measured_capacity.png"),
                                   title="demo sweep: measured against predicted ρ")

@@ -234,7 +234,7 @@ def _dense(df: pd.DataFrame):
 
 def add_report_section(rep_, res: StudyResult, prefix: str = "") -> None:
     """The study's section: the claim, the ρ table, the checks, the curves and the figure."""
-    from capscale.laws.measure import MEASURED_COLUMNS, unidentified_reasons
+    from capscale.laws.measure import MEASURED_COLUMNS, unidentified_reasons, why_not_identified
     from capscale.laws.plots import plot_measured_capacity
 
     s = res.study
@@ -244,7 +244,10 @@ def add_report_section(rep_, res: StudyResult, prefix: str = "") -> None:
                  "intervals; an interval wider than 0.2 is shown as not identified), beside ρ "
                  "predicted from "
                  f"GMSE with the paper's constants. Verdict: {res.verdict()}.")
-    rep_.table(res.capacity, f"{prefix}{s.name}_capacity", caption="Measured capacity.",
+    why = why_not_identified(res.capacity)
+    rep_.table(res.capacity, f"{prefix}{s.name}_capacity",
+               caption="Measured capacity." + (f" Not identified where greyed: {why}." if why
+                                               else ""),
                unidentified=unidentified_reasons(res.capacity), value_columns=MEASURED_COLUMNS)
     if len(res.checks):
         rep_.table(res.checks, f"{prefix}{s.name}_checks", caption="The paper's claims.")
