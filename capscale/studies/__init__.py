@@ -12,6 +12,7 @@ curve per compression type, and checks the paper's claim for that experiment.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -34,9 +35,19 @@ def study_spec(name: str, scale: str = "cpu"):
     from capscale.sweep import spec_from_dict
 
     s = study(name)
-    lad = scale_ladder(scale)
+    lad = study_ladder(s, scale)
     d = spec_dict(f"study-{s.name}-{scale}", lad, [dict(p) for p in s.points], s.train)
     return spec_from_dict(d, source=f"study {s.name} ({scale})")
+
+
+def study_ladder(s: Study, scale: str) -> Ladder:
+    """The ladder a study trains on: at CPU scale with the study's own number of seeds at the
+    compressed budget (``Study.cpu_seeds``, what its design check needs)."""
+    lad = scale_ladder(scale)
+    if scale != "cpu":
+        return lad
+    seeds = tuple(range(s.cpu_seeds))
+    return dataclasses.replace(lad, dense_seeds=seeds, compressed_seeds=seeds)
 
 
 # --------------------------------------------------------------- cost

@@ -24,6 +24,7 @@ def test_every_study_expands_into_its_dense_ladder_and_points(name, scale):
     s, lad = st.study(name), st.scale_ladder(scale)
     spec = st.study_spec(name, scale)
     dense = [r for r in spec.runs if rep.is_dense(r.config.w_format) and rep.is_dense(r.config.a_format)]
+    lad = st.study_ladder(s, scale)
     # one dense run per size and length, one per seed at the compressed budget
     assert len(dense) == len(lad.dense_sizes) * (len(lad.dense_lengths) - 1 + len(lad.dense_seeds))
     assert len(spec.runs) == len(dense) + len(s.points) * len(lad.compressed_sizes) * len(
@@ -159,7 +160,8 @@ TINY = ladder.Ladder(
 
 def test_a_study_started_again_reruns_nothing_finished(tmp_path, monkeypatch):
     monkeypatch.setitem(ladder.LADDERS, "cpu", TINY)
-    tiny = catalog.Study("tiny", "—", "tiny", "none", ({"w_format": "int4", "a_format": "int4"},))
+    tiny = catalog.Study("tiny", "—", "tiny", "none", ({"w_format": "int4", "a_format": "int4"},),
+                         cpu_seeds=1)
     monkeypatch.setitem(catalog.studies(), "tiny", tiny)
     out = tmp_path / "tiny"
     first = st.run_study("tiny", out, jobs=2, threads=1, quiet=True)
@@ -228,3 +230,17 @@ def test_a_curve_with_as_many_gmse_levels_as_parameters_is_not_identified():
     for name in ("grad=lsq scalar", "grad=trust scalar"):
         assert isinstance(res.curves[name], str)
         assert res.curves[name].startswith("not identified: 3 GMSE levels for 3 curve parameters")
+
+
+@pytest.mark.parametrize("name", list(st.studies()))
+def test_every_study_design_identifies_its_capacities_at_cpu_scale(name):
+    """The design is fixed before compute: with the CPU ladder's measured scatter, the design
+    check gives every ρ of every study an interval narrower than the identification width
+    (each study's seeds were chosen for it, ``Study.cpu_seeds``)."""
+    from capscale.laws.identify import IDENTIFIED_WIDTH
+    from capscale.studies.design import simulate
+
+    t = simulate(st.study_spec(name, "cpu"), n_sims=100)
+    assert len(t) > 0
+    assert (t["width"] < IDENTIFIED_WIDTH).all(), t[["format", "width"]].to_string()
+    assert t["identified"].all()
