@@ -94,6 +94,9 @@ def test_trainer_table_reader_and_report_read_the_same_keys(tmp_path):
     row = runrecord.result_row(record)
     assert tuple(row)[: len(runrecord.ROW_COLUMNS)] == runrecord.ROW_COLUMNS
     assert row[runrecord.GMSE] == record[runrecord.GMSE_W]  # weights alone compressed
+    # the training settings a study keys its representations on, as TrainConfig names them
+    assert {k: record[k] for k in runrecord.TRAINING_KEY_COLUMNS} == {
+        k: getattr(cfg, k) for k in runrecord.TRAINING_KEY_COLUMNS}
 
     # the trainer's table and the laws' reader of run folders see the same values
     mine = trainer_runs(tmp_path / "runs")

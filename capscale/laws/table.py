@@ -25,7 +25,7 @@ import pandas as pd
 
 from capscale import runrecord
 from capscale.errors import CapscaleError
-from capscale.runrecord import OK_STATUSES, REPRESENTATION_COLUMNS  # noqa: F401  (re-exported)
+from capscale.runrecord import OK_STATUSES, REPRESENTATION_COLUMNS, TRAINING_KEY_COLUMNS  # noqa: F401  (re-exported)
 from capscale.runrecord import REQUIRED_COLUMNS as REQUIRED
 from capscale.runrecord import RESULT as RUN_RECORD
 
@@ -254,7 +254,8 @@ def validate_runs(
         if not_ok.any():
             bad["status not finished (e.g. diverged)"] = np.flatnonzero(not_ok.to_numpy()).tolist()
     _check_plugin_versions(df, source)
-    key = [c for c in (*required, *representation_columns(df), "seed", "method") if c in df.columns]
+    key = [c for c in (*required, *representation_columns(df), "seed", "method",
+                       *TRAINING_KEY_COLUMNS) if c in df.columns]
     dup = df.duplicated(subset=key, keep="first").to_numpy()
     if dup.any():
         bad["duplicate of an earlier row"] = np.flatnonzero(dup).tolist()

@@ -193,14 +193,14 @@ def add_capacity(rep: Report, fits: dict, prefix: str = "", measured=None) -> No
     from capscale.laws.plots import plot_capacity
 
     uni = fits.get("unified")
-    if uni is None or isinstance(uni, str):
+    if not fitted(uni):
         rep.note("ρ against GMSE needs the unified law, which was not fitted"
-                 + (f": {uni}" if isinstance(uni, str) else " (the runs have no compressed format)."))
+                 + (f": {uni}" if uni is not None else " (the runs have no compressed format)."))
         return
     from capscale.laws.identify import fit_unidentified
 
     dec = measured if measured is not None else fits.get("decoupled")
-    dec = None if isinstance(dec, str) else dec
+    dec = dec if fitted(dec) else None
     nat = dict(zip(uni.law.natural_names, uni.natural))
     unid = fit_unidentified(uni)
     curve_why = [next((f"{n}: {unid[n]}" for n in
@@ -239,7 +239,7 @@ def add_composability(rep: Report, fits: dict, prefix: str = "") -> None:
     from capscale.laws.plots import plot_composability
 
     dec = fits.get("decoupled")
-    if dec is None or isinstance(dec, str):
+    if not fitted(dec):
         rep.note("Composability needs the decoupled law (a multiplier per format), which was not "
                  "fitted.")
         return

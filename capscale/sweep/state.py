@@ -76,6 +76,8 @@ def runs_table(spec: SweepSpec, root: Path) -> pd.DataFrame:
         result = runrecord.read_result(root / run.name)
         if result is not None and result.get("status") == runrecord.FINISHED:
             row = runrecord.result_row(result)
+            for key in runrecord.TRAINING_KEY_COLUMNS:  # records written before they held them
+                row.setdefault(key, getattr(run.config, key))
             row["run"] = run.name
             row["run_dir"] = str(root / run.name)
             rows.append(row)

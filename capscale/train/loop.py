@@ -543,6 +543,8 @@ def _result_record(cfg: TrainConfig, p: RunPlan, ctx: Dist, data: RunData, compr
         # the rule the compressed operands really trained with (block formats: ste), and the
         # one asked for
         "grad_rule": rules["grad_rule"], "grad_rule_requested": cfg.grad,
+        # the settings as given (TrainConfig's names), which studies key representations on
+        "grad": cfg.grad, "sparse_grad": cfg.sparse_grad,
         "grad_rule_w": rules["w"], "grad_rule_a": rules["a"],
         "epochs": _epochs(state.tokens, data.info.get("train_tokens")),
         # the rule each part of each format really used, e.g. "sparse0.5:b-rms,int4:trust"

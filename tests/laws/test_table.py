@@ -172,3 +172,17 @@ def test_trainer_style_run_folders_feed_the_unified_law(tmp_path):
     slots = part_table(df.assign(w_kind="scalar", a_kind="scalar"))
     assert slots[0]["gmse"].tolist() == [0.0, 0.0115, 0.1188]
     assert slots[1]["gmse"].tolist() == [0.0, 0.0115, 0.0]
+
+
+def test_runs_that_differ_only_in_a_training_setting_are_not_duplicates():
+    """RBBM against the plain sparse backward, LSQ against trust: the same format, N, D and
+    seed trained two ways are two representations, not a repeated row."""
+    base = {"N": 2e4, "D": 1e6, "loss": 3.5, "w_format": "sparse0.5", "a_format": "none",
+            "seed": 0}
+    df = pd.DataFrame([{**base, "sparse_grad": "fw"}, {**base, "sparse_grad": "b-rms"},
+                       {**base, "grad": "lsq", "sparse_grad": "fw"}])
+    df.loc[2, "grad"] = "lsq"
+    df["grad"] = df["grad"].fillna("trust")
+    assert len(load_runs(df)) == 3
+    with pytest.raises(CapscaleError, match="duplicate"):
+        load_runs(pd.concat([df, df.iloc[[1]]], ignore_index=True))
