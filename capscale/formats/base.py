@@ -294,25 +294,3 @@ class Format:
             if p.kind not in kinds:
                 kinds.append(p.kind)
         return "+".join(kinds)
-
-    @property
-    def terminal_part(self) -> Part | None:
-        return self.parts[-1] if self.parts and self.parts[-1].terminal else None
-
-    @property
-    def trust_radius(self) -> float | None:
-        p = self.terminal_part
-        return None if p is None else p.trust_radius
-
-    @property
-    def clip_radius(self) -> float | None:
-        p = self.terminal_part
-        return None if p is None else p.clip_radius
-
-    @property
-    def rotation_block(self) -> int | None:
-        return self.rotation
-
-    @property
-    def unrotated(self) -> Format:
-        return Format(self.parts, None) if self.rotation is not None else self

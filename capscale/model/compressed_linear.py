@@ -146,9 +146,9 @@ class OperandCompressor:
 
 
 def _block_for(fmt: Format, in_features: int, where: str) -> int | None:
-    if fmt.rotation_block is None:
+    if fmt.rotation is None:
         return None
-    b = effective_block(fmt.rotation_block, in_features)
+    b = effective_block(fmt.rotation, in_features)
     if b < 2:
         raise CapscaleError(
             f"{where}: {fmt} rotates rows in Hadamard blocks, but the reduction dimension "
