@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -167,6 +168,11 @@ class Part(ABC):
         return self.spec
 
 
+# observe(index, part, x before the part, x̂ after it, active before, active after)
+Observer = Callable[[int, Part, torch.Tensor, torch.Tensor, torch.Tensor | None,
+                     torch.Tensor | None], None]
+
+
 @dataclass(frozen=True)
 class Format:
     """A compressed representation: a pipeline of parts, optionally Hadamard-rotated.
@@ -230,15 +236,31 @@ class Format:
             if x2d.dtype == torch.float32 and bool(x2d.abs().nan_to_num(0.0).amax() > 2.0**100):
                 x2d = x2d.double()  # a rotated block sum of huge float32 values would overflow
             x2d = fwht(x2d, block)
-        active = None
-        out = x2d
-        for part in self.parts:
-            out, active = part.apply(out, active)
+        out, _ = self.run_parts(x2d)
         if block is not None:
             out = fwht(out, block)  # the orthonormal Walsh–Hadamard transform is its own inverse
         return saturating_cast(out, dtype).reshape(shape)
 
     __call__ = quantize
+
+    def run_parts(
+        self,
+        x2d: torch.Tensor,
+        n_parts: int | None = None,
+        observe: Observer | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The pipeline itself: the first `n_parts` parts (all by default) applied in turn to
+        x2d, a (rows, cols) tensor already in the working dtype and, for `:had`, already
+        rotated. Returns (x̂, the still-active mask or None). `observe(index, part, before,
+        out, active_before, active_after)`, when given, is called after each part, e.g. to
+        collect what a gradient rule needs from it."""
+        out, active = x2d, None
+        for index, part in enumerate(self.parts if n_parts is None else self.parts[:n_parts]):
+            before, active_before = out, active
+            out, active = part.apply(out, active)
+            if observe is not None:
+                observe(index, part, before, out, active_before, active)
+        return out, active
 
     # --- storage --------------------------------------------------------------------------
     def bits(self, shape: tuple[int, ...]) -> float:
@@ -272,25 +294,3 @@ class Format:
             if p.kind not in kinds:
                 kinds.append(p.kind)
         return "+".join(kinds)
-
-    @property
-    def terminal_part(self) -> Part | None:
-        return self.parts[-1] if self.parts and self.parts[-1].terminal else None
-
-    @property
-    def trust_radius(self) -> float | None:
-        p = self.terminal_part
-        return None if p is None else p.trust_radius
-
-    @property
-    def clip_radius(self) -> float | None:
-        p = self.terminal_part
-        return None if p is None else p.clip_radius
-
-    @property
-    def rotation_block(self) -> int | None:
-        return self.rotation
-
-    @property
-    def unrotated(self) -> Format:
-        return Format(self.parts, None) if self.rotation is not None else self

@@ -9,9 +9,10 @@ part type come from :mod:`capscale.model.part_gradients`). It subclasses
 dense and the compressed model and ``isinstance(m, nn.Linear)`` still holds (weight decay).
 
 A format is a pipeline of parts (``sparse0.5+int4``: prune, then quantize what is kept); the
-layer runs the pipeline itself so that every part can contribute its mask: the sparse part
-the sparse backward mask, the quantizer the trust or clip mask, the vector quantizer its
-hypersphere mask. The masks multiply. A ``:had`` format is compressed in the Hadamard-rotated
+layer runs it with ``Format.run_parts``, the pipeline ``Format.quantize`` runs, and watches
+each part so that every part can contribute its mask: the sparse part the sparse backward
+mask, the quantizer the trust or clip mask, the vector quantizer its hypersphere mask. The
+masks multiply. A ``:had`` format is compressed in the Hadamard-rotated
 domain, masks included. With a learned-scale rule (``lsq``, ``lsq+``, ``pact``) the scalar
 quantizer's scale is a parameter of the layer (``w_scale`` / ``a_scale``, saved in its state
 dict) and its gradients come from autograd through :mod:`capscale.model.learned_scale`.
@@ -52,7 +53,8 @@ def _describe(part) -> str:
 
 
 class OperandCompressor:
-    """Runs a format's parts on one operand and collects the backward mask of each part."""
+    """Runs a format's parts on one operand (``Format.run_parts``) and collects the backward
+    mask of each part."""
 
     def __init__(self, fmt: Format, rule: GradRule):
         self.fmt = fmt
@@ -125,15 +127,15 @@ class OperandCompressor:
     def _run(self, x: torch.Tensor, n_parts: int):
         """The first ``n_parts`` parts on x viewed as rows: (x̂ 2-D, mask 2-D, active 2-D)."""
         work = x if x.dtype in (torch.float32, torch.float64) else x.float()
-        out = work.reshape(-1, x.shape[-1])
-        active = mask = None
-        for part, rule in zip(self.fmt.parts[:n_parts], self.part_rules[:n_parts]):
-            before = out
-            out, new_active = part.apply(out, active)
-            m = self._mask(part, rule, before, out, active, new_active)
+        mask = None
+
+        def collect(index, part, before, out, active, keep):
+            nonlocal mask
+            m = self._mask(part, self.part_rules[index], before, out, active, keep)
             if m is not None:
                 mask = m if mask is None else mask & m
-            active = new_active
+
+        out, active = self.fmt.run_parts(work.reshape(-1, x.shape[-1]), n_parts, collect)
         return out, mask, active
 
     def _mask(self, part, rule: str, x, xq, active, keep) -> torch.Tensor | None:
@@ -144,9 +146,9 @@ class OperandCompressor:
 
 
 def _block_for(fmt: Format, in_features: int, where: str) -> int | None:
-    if fmt.rotation_block is None:
+    if fmt.rotation is None:
         return None
-    b = effective_block(fmt.rotation_block, in_features)
+    b = effective_block(fmt.rotation, in_features)
     if b < 2:
         raise CapscaleError(
             f"{where}: {fmt} rotates rows in Hadamard blocks, but the reduction dimension "

@@ -72,6 +72,29 @@ def test_forward_is_the_formats_quantize(w, a):
     torch.testing.assert_close(lin(x), expected, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("spec", ["sparse0.5+int4", "int4:had", "nvfp4", "mxfp4", "vq2:b4",
+                                  "outliers0.01+int4", "2:4+int4", "int2:had", "int4:g64"])
+def test_forward_is_the_formats_quantize_bit_for_bit(spec):
+    # the layer runs the format's own pipeline (Format.run_parts): each operand is the
+    # format's quantize bit for bit, rotated formats included, and so is the forward with one
+    # operand compressed
+    from capscale.model.compressed_linear import rotate
+
+    torch.manual_seed(0)
+    f = parse_format(spec)
+    x = torch.randn(3, 5, 256, requires_grad=True)
+    for w, a in ((spec, "none"), ("none", spec)):
+        lin = CompressedLinear(256, 48, weight_format=w, activation_format=a)
+        w_hat = lin.weight if w == "none" else f.quantize(lin.weight.detach())
+        x_hat = x if a == "none" else f.quantize(x.detach())
+        assert torch.equal(lin(x), F.linear(x_hat, w_hat)), (w, a)
+    for t in (x.detach(), lin.weight.detach()):
+        block = lin.a_block
+        got = (lin.a_comp.compress(t)[0] if block is None
+               else rotate(lin.a_comp.compress(rotate(t, block))[0], block))
+        assert torch.equal(got, f.quantize(t))
+
+
 @pytest.mark.parametrize("spec", ["int4:had", "int2:had", "sparse0.5+int3:had", "int1:had"])
 def test_forward_with_both_operands_rotated(spec):
     # computed in the rotated domain: Q(xH)·Q(WH)ᵀ = x̂·ŵᵀ up to float round-off
