@@ -68,7 +68,7 @@ def test_tiny_ladder_spans_30k_to_5M_and_rotates_in_blocks():
 
 
 def test_cpu_ladder_is_one_shape_family_with_a_learning_rate_per_rung():
-    rungs = [s for s in SIZES if s.startswith("cpu-")]
+    rungs = [s for s in SIZES if s.startswith("cpu-") and s[4:-1].isdigit()]
     cfgs = [config_for_size(s, 512) for s in rungs]
     assert {c.n_layer for c in cfgs} == {2} and {c.head_dim for c in cfgs} == {16}
     widths = [c.n_embd for c in cfgs]
@@ -79,6 +79,19 @@ def test_cpu_ladder_is_one_shape_family_with_a_learning_rate_per_rung():
         assert c.mlp_hidden % (c.n_embd & -c.n_embd) == 0
     # the best of BENCHMARKS.md's sweep at 1M tokens (benchmarks/cpu_ladder_lr.toml)
     assert [SIZES[s].lr for s in rungs] == [8e-3, 8e-3, 4e-3, 4e-3, 2e-3]
+
+
+def test_data_rich_cpu_ladder_is_one_shape_family_at_one_learning_rate():
+    """cpu-w16 ... cpu-w48: 2 blocks, head dimension 8, widths in steps of 8, N = 26·w² + 5·w
+    (SwiGLU hidden 3w), all at 4e-3 (BENCHMARKS.md, "The data-rich CPU ladder")."""
+    rungs = [s for s in SIZES if s.startswith("cpu-w")]
+    assert rungs == ["cpu-w16", "cpu-w24", "cpu-w32", "cpu-w40", "cpu-w48"]
+    for s in rungs:
+        c = config_for_size(s, 512)
+        w = int(s[5:])
+        assert (c.n_layer, c.n_embd, c.head_dim) == (2, w, 8)
+        assert c.non_embedding_params == 26 * w * w + 5 * w
+        assert SIZES[s].lr == 4e-3
 
 
 def test_size_lookup_errors():
