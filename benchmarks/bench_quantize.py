@@ -9,6 +9,12 @@ with int4 weights and activations, fast path against reference.
 
     python benchmarks/bench_quantize.py [--repeats 5] [--threads N]
     python benchmarks/bench_quantize.py --throughput [--values 16777216] [--specs ...]
+    python benchmarks/bench_quantize.py --cpu-ladder [--repeats 15] [--threads 1]
+
+``--cpu-ladder``: one training step of the CPU ladder's width-32 model (8 sequences of 128
+tokens, vocabulary 512) with INT8/INT4/INT2 weights and activations, as the studies train it
+(tensors under ``fastpath.MIN_FAST_NUMEL`` values take the float64 reference) against the fast
+path forced onto every tensor, and against the dense step.
 
 ``--throughput``: the older table, each format as a ratio to a plain torch.round of the same
 tensor.
@@ -158,6 +164,47 @@ def paths(args) -> None:
           f"ratio {tr / tf:.2f}x")
 
 
+def cpu_ladder(args) -> None:
+    from capscale.formats import fastpath
+    from capscale.model import Llama, compress_model, config_for_size
+
+    cfg = config_for_size("cpu-w32", 512, 128)
+    x = torch.randint(0, 512, (8, 128))
+    y = torch.randint(0, 512, (8, 128))
+    steps = {}
+    for spec in ("none", "int8", "int4", "int2"):
+        torch.manual_seed(0)
+        model = Llama(cfg)
+        compress_model(model, spec, spec, grad_rule="trust")
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def step(model=model, opt=opt):
+            model(x, y).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        steps[spec] = step
+    default = fastpath.MIN_FAST_NUMEL
+    times: dict = {}
+    for _ in range(args.repeats + 1):  # the first round warms up
+        for spec, step in steps.items():
+            for label, threshold in (("default", default), ("all fast", 0)):
+                if spec == "none" and label != "default":
+                    continue
+                fastpath.MIN_FAST_NUMEL = threshold
+                t = time.perf_counter()
+                step()
+                times.setdefault((spec, label), []).append(time.perf_counter() - t)
+    fastpath.MIN_FAST_NUMEL = default
+    med = {k: statistics.median(v[1:]) for k, v in times.items()}
+    dense = med[("none", "default")]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats}: "
+          f"one training step of cpu-w32 (8 x 128 tokens), dense {dense * 1e3:.1f} ms")
+    for spec in ("int8", "int4", "int2"):
+        d, f = med[(spec, "default")], med[(spec, "all fast")]
+        print(f"  {spec} W+A: {d * 1e3:.1f} ms ({d / dense:.2f}x dense); fast path on every tensor "
+              f"{f * 1e3:.1f} ms ({f / dense:.2f}x dense): {f / d:.2f}x the default")
+
+
 def throughput(args) -> None:
     x = torch.randn(args.values // args.cols, args.cols)
     print(f"{x.numel():,} float32 values as {tuple(x.shape)}, torch {torch.__version__}, "
@@ -173,6 +220,8 @@ def throughput(args) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--throughput", action="store_true", help="the ratio-to-round table")
+    ap.add_argument("--cpu-ladder", action="store_true",
+                    help="a CPU-ladder training step: small tensors on the reference or all fast")
     ap.add_argument("--values", type=int, default=1 << 24)
     ap.add_argument("--cols", type=int, default=4096)
     ap.add_argument("--repeats", type=int, default=5)
@@ -181,7 +230,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    (throughput if args.throughput else paths)(args)
+    (throughput if args.throughput else cpu_ladder if args.cpu_ladder else paths)(args)
 
 
 if __name__ == "__main__":
