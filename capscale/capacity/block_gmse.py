@@ -128,8 +128,9 @@ def _expected_block_error(breaks: np.ndarray, scale_of, levels: np.ndarray, n: i
     return total
 
 
-def _absmax_gmse(levels: np.ndarray, n: int) -> float:
-    """A grid normalised to an outermost level of 1, placed at the block absmax."""
+def absmax_grid_gmse(levels: np.ndarray, n: int) -> float:
+    """The GMSE of a grid of sorted `levels` placed at the block absmax (levels ±1 at ±absmax;
+    levels c·q with c < 1: the grid q clipped at c·absmax) on blocks of n i.i.d. N(0, 1)."""
     lo, hi = _support(n)
     breaks = np.linspace(lo, hi, 97)
     return _expected_block_error(breaks, lambda m: m, levels, n) / n
@@ -240,5 +241,5 @@ def exact_block_gmse(part: Part, shape: tuple[int, int], tensor_amax: float | No
             return None
         if n < 2:
             return None
-        return _absmax_gmse(np.sort(np.asarray(part.levels, dtype=np.float64)), n)
+        return absmax_grid_gmse(np.sort(np.asarray(part.levels, dtype=np.float64)), n)
     return None
