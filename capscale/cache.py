@@ -1,4 +1,5 @@
-"""Where capscale keeps what it computes once (VQ code books, token caches, tokenizers).
+"""Where capscale keeps what it computes once (VQ code books, the grids' MSE-optimal scales α*,
+token caches, tokenizers, built-in fits).
 
 The root is, in order: an explicit ``cache_dir`` argument, the ``CAPSCALE_CACHE``
 environment variable, or ``~/.cache/capscale``.

@@ -88,15 +88,28 @@ def _quantize(values: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def _block_error(m: np.ndarray, scale: np.ndarray, levels: np.ndarray, n: int) -> np.ndarray:
     """h(m): the expected squared error of a block of n whose maximum is m and whose grid is
-    `scale · levels` (scale an array like m)."""
-    values = scale[:, None] * levels[None, :]  # (J, K)
-    mids = (values[:, 1:] + values[:, :-1]) / 2
-    lo = np.concatenate([np.full((len(m), 1), -np.inf), mids], axis=1)
-    hi = np.concatenate([mids, np.full((len(m), 1), np.inf)], axis=1)
-    a = np.clip(lo, -m[:, None], m[:, None])
-    b = np.clip(hi, -m[:, None], m[:, None])
-    m0, m1, m2 = gaussian_interval_moments(a, b)
-    inner = np.sum(m2 - 2 * values * m1 + values**2 * m0, axis=1)
+    `scale · levels` (scale an array like m).
+
+    I(m) = G(m) − G(−m), G(y) = ∫_{−∞}^{y} (Q(x) − x)² φ(x) dx: the whole cells below the one
+    holding y (a running sum over the grid's cells, once per distinct scale: the block scale
+    is piecewise constant in m for MX and NVFP4) and the part of that cell below y."""
+    scales, which = np.unique(scale, return_inverse=True)
+    values = scales[:, None] * levels[None, :]  # (S, K)
+    inf = np.full((len(scales), 1), np.inf)
+    lo = np.concatenate([-inf, (values[:, 1:] + values[:, :-1]) / 2], axis=1)
+    hi = np.concatenate([lo[:, 1:], inf], axis=1)
+    c0, c1, c2 = gaussian_interval_moments(lo, hi)
+    below = np.concatenate([np.zeros((len(scales), 1)), np.cumsum(c2 - 2 * values * c1 + values**2 * c0, axis=1)],
+                           axis=1)
+    level_mids = (levels[1:] + levels[:-1]) / 2
+
+    def cumulative(y):
+        k = np.searchsorted(level_mids, y / scale)  # the cell holding y
+        v, a = values[which, k], lo[which, k]
+        p0, p1, p2 = gaussian_interval_moments(a, np.maximum(y, a))
+        return below[which, k] + (p2 - 2 * v * p1 + v**2 * p0)
+
+    inner = cumulative(m) - cumulative(-m)
     up, down = _quantize(levels, m / scale) * scale, _quantize(levels, -m / scale) * scale
     edge = 0.5 * ((up - m) ** 2 + (down + m) ** 2)
     return edge + (n - 1) * inner / np.exp(_log_two_phi_minus_one(m))
@@ -115,8 +128,9 @@ def _expected_block_error(breaks: np.ndarray, scale_of, levels: np.ndarray, n: i
     return total
 
 
-def _absmax_gmse(levels: np.ndarray, n: int) -> float:
-    """A grid normalised to an outermost level of 1, placed at the block absmax."""
+def absmax_grid_gmse(levels: np.ndarray, n: int) -> float:
+    """The GMSE of a grid of sorted `levels` placed at the block absmax (levels ±1 at ±absmax;
+    levels c·q with c < 1: the grid q clipped at c·absmax) on blocks of n i.i.d. N(0, 1)."""
     lo, hi = _support(n)
     breaks = np.linspace(lo, hi, 97)
     return _expected_block_error(breaks, lambda m: m, levels, n) / n
@@ -227,5 +241,5 @@ def exact_block_gmse(part: Part, shape: tuple[int, int], tensor_amax: float | No
             return None
         if n < 2:
             return None
-        return _absmax_gmse(np.sort(np.asarray(part.levels, dtype=np.float64)), n)
+        return absmax_grid_gmse(np.sort(np.asarray(part.levels, dtype=np.float64)), n)
     return None

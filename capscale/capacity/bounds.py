@@ -3,7 +3,7 @@
 - Shannon's rate–distortion bound D(b) = 4^(−b): no code of any kind does better.
 - The best scalar quantizer with 2^b levels (Lloyd–Max), for integer b: no scalar grid with
   that many levels does better, whatever its scale. Fractional b uses ⌊2^b⌋ levels.
-  Beyond 2^8 levels the grid is not computed (minutes at 2^15): n²·D of the Lloyd–Max grid
+  Beyond 2^8 levels the grid is not computed: n²·D of the Lloyd–Max grid
   grows with n toward Panter and Dite's high-resolution limit π√3/2 ≈ 2.7207, so its value
   at 256 levels, :data:`N2D_256`, over n² bounds every larger grid from below.
 """
@@ -17,7 +17,7 @@ from capscale.formats.gaussian import grid_gmse
 from capscale.formats.grids import lloyd_max_levels
 
 MAX_EXACT_LEVELS = 256
-# n²·D of the 256-level Lloyd–Max grid (lloyd_max_levels(256), 11 s; a slow test recomputes it)
+# n²·D of the 256-level Lloyd–Max grid (lloyd_max_levels(256); a slow test recomputes it)
 N2D_256 = 2.6991055908084
 
 

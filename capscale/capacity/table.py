@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-import pandas as pd
 
 from capscale.capacity.bounds import scalar_bound, shannon_bound
 from capscale.capacity.law import UNIFIED_LLAMA_C4, log_quarter, rho_unified
@@ -32,7 +31,7 @@ COLUMNS = [
 ]
 
 
-def gmse_table(
+def gmse_records(
     specs=STANDARD_PANEL,
     shape: tuple[int, int] = DEFAULT_SHAPE,
     rel_err: float = 1e-3,
@@ -40,9 +39,8 @@ def gmse_table(
     exact: bool = True,
     progress: bool = True,
     tensor_amax: float | None = None,
-) -> pd.DataFrame:
-    """One row per format: bits, GMSE ± s.e., log_{1/4} GMSE, ratios to both lower bounds, and
-    ρ from the unified paper's Llama/C4 constants."""
+) -> list[dict]:
+    """The rows of :func:`gmse_table` as dicts (keys COLUMNS), without pandas."""
     rows = []
     for i, spec in enumerate(specs):
         if progress:
@@ -63,4 +61,21 @@ def gmse_table(
         })
     if progress:
         print("\r" + " " * 40 + "\r", end="", file=sys.stderr, flush=True)
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return rows
+
+
+def gmse_table(
+    specs=STANDARD_PANEL,
+    shape: tuple[int, int] = DEFAULT_SHAPE,
+    rel_err: float = 1e-3,
+    seed: int = 0,
+    exact: bool = True,
+    progress: bool = True,
+    tensor_amax: float | None = None,
+):
+    """One row per format: bits, GMSE ± s.e., log_{1/4} GMSE, ratios to both lower bounds, and
+    ρ from the unified paper's Llama/C4 constants (a pandas DataFrame)."""
+    import pandas as pd
+
+    return pd.DataFrame(gmse_records(specs, shape=shape, rel_err=rel_err, seed=seed, exact=exact,
+                                     progress=progress, tensor_amax=tensor_amax), columns=COLUMNS)

@@ -44,16 +44,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", metavar="FILE", help="draw GMSE against bits per value with both bounds (PNG/PDF/SVG)")
 
 
-def format_table(df) -> str:
+def format_table(table) -> str:
+    """The table as text; `table` is a DataFrame of gmse_table or the records of gmse_records."""
+    rows = table.to_dict(orient="records") if hasattr(table, "to_dict") else table
     lines = [f"{'spec':<24} {'bits':>6} {'GMSE':>12} {'± s.e.':>9} {'method':<11} "
              f"{'log¼ GMSE':>9} {'÷4^-b':>7} {'ρ':>6}"]
-    for _, r in df.iterrows():
+    for r in rows:
         se = "0" if r["method"] == "exact" else f"{r['gmse_se']:.1e}"
         bits = "—" if r["bits_per_value"] != r["bits_per_value"] else f"{r['bits_per_value']:.3f}"
         ratio = "—" if r["ratio_to_shannon"] != r["ratio_to_shannon"] else f"{r['ratio_to_shannon']:.2f}"
         lines.append(f"{r['spec']:<24} {bits:>6} {r['gmse']:>12.6g} {se:>9} {r['method']:<11} "
                      f"{r['log_quarter_gmse']:>9.3f} {ratio:>7} {r['rho_unified']:>6.3f}")
     return "\n".join(lines)
+
+
+def _native(value):
+    """A record's value as DataFrame.to_dict gives it (numpy scalars as Python numbers)."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def nvfp4_note(shape: tuple[int, int], tensor_amax: float | None) -> str:
@@ -68,7 +75,7 @@ def nvfp4_note(shape: tuple[int, int], tensor_amax: float | None) -> str:
 
 def run(args) -> int:
     from capscale.capacity import DEFAULT_SHAPE, UNIFIED_LLAMA_C4_SOURCE
-    from capscale.capacity.table import STANDARD_PANEL, gmse_table
+    from capscale.capacity.table import COLUMNS, STANDARD_PANEL, gmse_records
     from capscale.errors import CapscaleError
     from capscale.formats import parse_format
 
@@ -80,14 +87,19 @@ def run(args) -> int:
     if args.tensor_amax is not None and (args.mc or not args.tensor_amax > 0):
         raise CapscaleError("--tensor-amax takes a positive tensor maximum and the exact integral (not --mc)")
     shape = args.shape or DEFAULT_SHAPE
-    df = gmse_table(specs, shape=shape, rel_err=args.rel_err, seed=args.seed,
-                    exact=not args.mc, progress=sys.stderr.isatty(), tensor_amax=args.tensor_amax)
+    records = gmse_records(specs, shape=shape, rel_err=args.rel_err, seed=args.seed,
+                           exact=not args.mc, progress=sys.stderr.isatty(), tensor_amax=args.tensor_amax)
+    df = None
+    if args.csv or args.out or args.plot:  # pandas only when a table is written or drawn
+        import pandas as pd
+
+        df = pd.DataFrame(records, columns=COLUMNS)
     if args.json:
-        print(json.dumps(df.to_dict(orient="records"), indent=2))
+        print(json.dumps([{k: _native(v) for k, v in r.items()} for r in records], indent=2))
     elif args.csv:
         print(df.to_csv(index=False), end="")
     else:
-        print(format_table(df))
+        print(format_table(records))
         print(f"\nρ: capacity predicted from GMSE with {UNIFIED_LLAMA_C4_SOURCE}.")
         print("÷4^-b: GMSE over Shannon's rate–distortion bound at the same bits per value.")
         if any(parse_format(s).spec == "nvfp4" for s in specs):

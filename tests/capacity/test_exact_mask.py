@@ -117,9 +117,9 @@ def test_the_probe_does_not_draw_the_code_books_training_data():
     assert a.gmse == pytest.approx(0.0969, rel=2e-3)
 
 
-def test_mse_clip_search_uses_its_absmax_companion():
-    """int4:mse:g128 adds int4:absmax:g128 (exact) as a control variate: far fewer values for
-    the same standard error than the plain ‖x‖² control."""
+def test_mse_clip_search_uses_its_fixed_clip_controls():
+    """int4:mse:g128 adds the int4 grid at fixed clips of the group absmax (exact) as control
+    variates: far fewer values for the same standard error than the plain ‖x‖² control."""
     r = gmse("int4:mse:g128", shape=(64, 4096), rel_err=2e-3)
     assert r.method == "monte-carlo" and r.stderr <= 2e-3 * r.gmse
     assert r.n_samples <= 512 * 4096
