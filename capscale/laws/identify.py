@@ -2,7 +2,8 @@
 
 A parameter is *not identified* when its term is negligible for every run, when its bootstrap
 interval is not finite or spans more than a factor 100, or when an exponent's interval reaches
-zero (a loss that does not fall with N or D). A capacity multiplier ρ (``eff[...]``) is held
+zero (a loss that does not fall with N or D), or when the coefficient of its power term is not
+identified (the exponent of that term is free with it). A capacity multiplier ρ (``eff[...]``) is held
 to the rule of a measured capacity: its interval must be narrower than IDENTIFIED_WIDTH.
 Multipliers and capacity curves are read through α, so they are not identified either when α
 is not. Reports and the demo show such numbers as
@@ -76,6 +77,11 @@ def unidentified(law, natural: np.ndarray, lo=None, hi=None, dead=(), derived_ef
         why = _ratio_reason(v, float(elo), float(ehi), True, capacity=True)
         if why:
             out[name] = why
+    for coef, exponent in (("A", "alpha"), ("B", "beta")):
+        # a power term whose coefficient the runs do not pin down leaves its exponent free too
+        # (two token budgets: B·D^(−β) passes through both whatever β is)
+        if coef in out and exponent in names and exponent not in out:
+            out[exponent] = f"its term's coefficient {coef} is not identified ({out[coef]})"
     if "alpha" in out:
         for name in list(names) + [f"eff[{k}]" for k in (derived_eff or {})]:
             if name not in out and name.startswith(_THROUGH_ALPHA) and not _reference(name):

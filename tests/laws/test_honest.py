@@ -272,3 +272,22 @@ def test_logistic_curves_recover_their_own_capacity_and_compare():
     assert best in ("logistic", "decoupled")
     assert float(table.set_index("form").loc["logistic", "rmse_log_loss"]) < 1e-4
     assert TRUE["alpha"] == pytest.approx(fit.param("alpha"), rel=0.02)
+
+
+def test_an_exponent_whose_coefficient_is_not_identified_is_not_either():
+    """Two token budgets: B·D^(−β) passes through both whatever β is, and the bootstrap pins β
+    (the demo's sweep gave β 17.3 [14.3, 17.6] beside B spanning a factor 1e18)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from capscale.laws.identify import unidentified
+
+    law = SimpleNamespace(natural_names=["E", "A", "alpha", "B", "beta"], log_params=(0, 1, 3),
+                          natural_log_params=(0, 1, 3))
+    natural = np.array([1.0, 7.0, 0.07, 4.9e93, 17.3])
+    lo = np.array([0.5, 5.7, 0.049, 2.4e77, 14.3])
+    hi = np.array([1.5, 7.2, 0.073, 2.5e95, 17.6])
+    out = unidentified(law, natural, lo, hi)
+    assert "B" in out and "beta" in out and "coefficient B" in out["beta"]
+    assert "A" not in out and "alpha" not in out
