@@ -260,7 +260,8 @@ def write_report(out: Path, gmse: pd.DataFrame, quest: tuple, sweep_df: pd.DataF
                 "Llama models on the embedded Wikipedia corpus (five widths of one shape "
                 "family, each at two token budgets spanning 4x, two seeds at the larger) and "
                 "INT8/INT4/INT2 (QuEST grid, trust estimation) on weights and activations at "
-                "three widths of the larger budget (INT4 with two seeds). ρ of each format: {capacity.attrs.get('method', '')} (95% "
+                "three widths of the larger budget (INT4 with two seeds). ρ of each format: "
+                f"{capacity.attrs.get('method', '')} (95% "
                 "intervals; wider than 0.2 is shown as not identified), beside ρ predicted from "
                 "GMSE with the paper's constants and with the curve fitted on QuEST in section 2.")
     why = why_not_identified(capacity)

@@ -169,13 +169,25 @@ def add_fit_table(rep: Report, fits: dict, prefix: str = "") -> None:
                           "of the fit and predicted from the rest.")
 
 
+# the parameters of a law's size and data terms: a loss-against-N curve needs all of them
+CURVE_TERMS = ("A", "alpha", "B", "beta")
+
+
 def add_loss_plots(rep: Report, df: pd.DataFrame, fits: dict, prefix: str = "") -> None:
+    from capscale.laws.identify import fit_unidentified
     from capscale.laws.plots import plot_loss_vs_n, plot_predicted_vs_measured
 
     shown = False
     for law in ("decoupled", "unified", "chinchilla"):
         fit = fits.get(law)
         if not fitted(fit):
+            continue
+        # the curves are the size and data terms: not drawn when the runs do not pin them
+        free = {k: v for k, v in fit_unidentified(fit).items() if k in CURVE_TERMS}
+        if free:
+            name, why = next(iter(free.items()))
+            rep.note(f"Loss against N with the {law} fit is not drawn: its curves are not "
+                     f"identified by these runs ({name}: {why}).")
             continue
         path = plot_loss_vs_n(fit, df, rep.plot_path(f"{prefix}loss_vs_n_{law}.png"))
         rep.image(path, f"Loss against N, one colour per format (points: runs; lines: the "

@@ -136,7 +136,9 @@ def test_sweep_killed_resumed_fitted_and_reported(tmp_path):
     states = image_states(index)
     # the Pareto plot is drawn only from multipliers these tiny runs identify; else a note
     assert len(states) >= 3 or "identifies the capacity of none of these formats" in html
-    assert len(states) >= 2
+    # loss against N is drawn only where the fit's curves are identified; else a note says why
+    assert len(states) >= 2 or "is not drawn: its curves are not identified" in html
+    assert len(states) >= 1
     for src, complete, width, height in states:
         assert complete and width > 0 and height > 0, src
     assert (report / "tables" / "fit_decoupled.csv").exists()
