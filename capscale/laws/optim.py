@@ -135,6 +135,34 @@ class LbfgsResult:
     converged: np.ndarray
 
 
+@dataclass
+class _LbfgsState:
+    """What each of S starts carries from one L-BFGS iteration to the next."""
+
+    x: np.ndarray  # (S, P) current points
+    f: np.ndarray  # (S,) values there
+    g: np.ndarray  # (S, P) gradients there
+    rows: np.ndarray  # (S,) which problem each start belongs to (passed on to ``fun``)
+    s_mem: np.ndarray  # (S, m, P) steps of the last m iterations, slot k % m
+    y_mem: np.ndarray  # (S, m, P) gradient changes of the same iterations
+    rho: np.ndarray  # (S, m) 1 / (s·y) per pair; 0 = pair unusable or forgotten
+    gamma: np.ndarray  # (S,) initial inverse-Hessian scale; 0 = no pair yet
+    nit: np.ndarray  # (S,) iterations taken
+    converged: np.ndarray  # (S,) stopped by a tolerance or for want of a descent step
+    active: np.ndarray  # (S,) still iterating
+
+    @classmethod
+    def start(cls, fun, x0: np.ndarray, rows: np.ndarray | None, memory: int) -> _LbfgsState:
+        x = np.array(x0, dtype=np.float64)
+        S, P = x.shape
+        rows = np.zeros(S, dtype=int) if rows is None else np.asarray(rows)
+        f, g = fun(x, rows)
+        return cls(x=x, f=f, g=g, rows=rows, s_mem=np.zeros((S, memory, P)),
+                   y_mem=np.zeros((S, memory, P)), rho=np.zeros((S, memory)),
+                   gamma=np.zeros(S), nit=np.zeros(S, dtype=int),
+                   converged=np.zeros(S, dtype=bool), active=np.isfinite(f))
+
+
 def batched_lbfgs(fun, x0: np.ndarray, rows: np.ndarray | None = None, *, maxiter: int = 500,
                   memory: int = 10, ftol: float = 1e-12, gtol: float = 1e-10,
                   max_linesearch: int = 40) -> LbfgsResult:
@@ -144,97 +172,123 @@ def batched_lbfgs(fun, x0: np.ndarray, rows: np.ndarray | None = None, *, maxite
     length and stopping state; a start stops when its relative decrease falls below ``ftol``
     or its gradient's max-norm below ``gtol``, when no step satisfies the Armijo condition,
     or at ``maxiter``. Starts that evaluate to a non-finite value are dropped at once.
+
+    Every iteration is three steps over the starts still active: a search direction from
+    each start's curvature pairs (:func:`_search_direction`), a backtracking line search
+    that evaluates all pending trial points together (:func:`_armijo_backtrack`), and the
+    update of the pairs and stopping states (:func:`_accept_steps`).
     """
-    x = np.array(x0, dtype=np.float64)
-    S, P = x.shape
-    rows = np.zeros(S, dtype=int) if rows is None else np.asarray(rows)
-    f, g = fun(x, rows)
-    active = np.isfinite(f)
-    m = memory
-    s_mem = np.zeros((S, m, P))
-    y_mem = np.zeros((S, m, P))
-    rho = np.zeros((S, m))
-    gamma = np.zeros(S)  # initial inverse-Hessian scale per start; 0 = no pair yet
-    nit = np.zeros(S, dtype=int)
-    converged = np.zeros(S, dtype=bool)
-    c1 = 1e-4
+    state = _LbfgsState.start(fun, x0, rows, memory)
     for k in range(maxiter):
-        idx = np.flatnonzero(active)
+        idx = np.flatnonzero(state.active)
         if idx.size == 0:
             break
-        gi, Sm, Ym, R = g[idx], s_mem[idx], y_mem[idx], rho[idx]
-        # two-loop recursion, newest pair first
-        q = gi.copy()
-        order = [(k - 1 - j) % m for j in range(m)]
-        alphas = []
-        for j in order:
-            a = R[:, j] * np.einsum("sp,sp->s", Sm[:, j], q)
-            q -= a[:, None] * Ym[:, j]
-            alphas.append(a)
-        gnorm = np.linalg.norm(gi, axis=1)
-        first = 0.1 / np.maximum(gnorm, 1e-300)
-        r = np.where(gamma[idx] > 0, gamma[idx], first)[:, None] * q
-        for j, a in zip(reversed(order), reversed(alphas)):
-            b = R[:, j] * np.einsum("sp,sp->s", Ym[:, j], r)
-            r += Sm[:, j] * (a - b)[:, None]
-        d = -r
-        gd = np.einsum("sp,sp->s", gi, d)
-        reset = ~(gd < 0)
-        if reset.any():  # not a descent direction: forget the curvature pairs
-            d[reset] = -gi[reset] * first[reset, None]
-            gd[reset] = np.einsum("sp,sp->s", gi[reset], d[reset])
-            rho[idx[reset]] = 0.0
-            gamma[idx[reset]] = 0.0
-        # Armijo backtracking with quadratic interpolation, pending starts evaluated together
-        t = np.ones(idx.size)
-        x_new = np.empty((idx.size, P))
-        f_new = np.full(idx.size, np.inf)
-        g_new = np.zeros((idx.size, P))
-        pending = np.arange(idx.size)
-        fi = f[idx]
-        for _ in range(max_linesearch):
-            if pending.size == 0:
-                break
-            tp = t[pending]
-            xt = x[idx[pending]] + tp[:, None] * d[pending]
-            ft, gt = fun(xt, rows[idx[pending]])
-            gdp = gd[pending]
-            ok = ft <= fi[pending] + c1 * tp * gdp
-            acc = pending[ok]
-            x_new[acc], f_new[acc], g_new[acc] = xt[ok], ft[ok], gt[ok]
-            # minimiser of the quadratic through f(0), f'(0) and f(t), kept in [0.1t, 0.5t]
-            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-                curv = ft - fi[pending] - gdp * tp
-                t_q = -gdp * tp * tp / (2.0 * curv)
-            t_q = np.where(np.isfinite(t_q), t_q, 0.1 * tp)
-            t[pending] = np.clip(t_q, 0.1 * tp, 0.5 * tp)
-            pending = pending[~ok]
-        stalled = np.zeros(idx.size, dtype=bool)
-        stalled[pending] = True
-        moved = ~stalled
-        im = idx[moved]
-        sv = x_new[moved] - x[im]
-        yv = g_new[moved] - g[im]
-        sy = np.einsum("sp,sp->s", sv, yv)
-        yy = np.einsum("sp,sp->s", yv, yv)
-        with np.errstate(all="ignore"):
-            good = (sy > 1e-12 * np.sqrt(np.einsum("sp,sp->s", sv, sv) * yy)) & (yy > 1e-300)
-            good &= np.isfinite(sy / yy)
-        slot = k % m
-        s_mem[im, slot] = sv
-        y_mem[im, slot] = yv
-        rho[im, slot] = np.where(good, 1.0 / np.where(good, sy, 1.0), 0.0)
-        gamma[im[good]] = sy[good] / yy[good]
-        f_old = f[im]
-        x[im], f[im], g[im] = x_new[moved], f_new[moved], g_new[moved]
-        nit[im] += 1
-        scale = np.maximum(np.maximum(np.abs(f_old), np.abs(f[im])), 1e-300)
-        done = ((f_old - f[im]) <= ftol * scale) | (np.abs(g[im]).max(1) <= gtol)
-        converged[im[done]] = True
-        active[im[done]] = False
-        active[idx[stalled]] = False
-        converged[idx[stalled]] = True  # no descent step exists at machine precision
-    return LbfgsResult(x=x, f=f, n_iter=nit, converged=converged)
+        d, gd = _search_direction(state, idx, k)
+        x_new, f_new, g_new, stalled = _armijo_backtrack(fun, state, idx, d, gd, max_linesearch)
+        _accept_steps(state, idx, k, x_new, f_new, g_new, stalled, ftol, gtol)
+    return LbfgsResult(x=state.x, f=state.f, n_iter=state.nit, converged=state.converged)
+
+
+def _search_direction(state: _LbfgsState, idx: np.ndarray, k: int):
+    """The L-BFGS direction of the starts ``idx`` at iteration ``k`` (two-loop recursion,
+    newest pair first) and its slope g·d. A start whose direction does not descend forgets
+    its pairs and steps along its scaled negative gradient instead."""
+    m = state.rho.shape[1]
+    gi = state.g[idx]
+    everyone = idx.size == state.x.shape[0]  # then the memory is read in place, not copied
+    # slots not yet written (the first m iterations) hold zeros and would add exact zeros
+    order = [(k - 1 - j) % m for j in range(min(k, m))]
+    Sm = {j: state.s_mem[:, j] if everyone else state.s_mem[idx, j] for j in order}
+    Ym = {j: state.y_mem[:, j] if everyone else state.y_mem[idx, j] for j in order}
+    R = state.rho if everyone else state.rho[idx]
+    q = gi.copy()
+    alphas = []
+    for j in order:
+        a = R[:, j] * np.einsum("sp,sp->s", Sm[j], q)
+        q -= a[:, None] * Ym[j]
+        alphas.append(a)
+    gnorm = np.linalg.norm(gi, axis=1)
+    first = 0.1 / np.maximum(gnorm, 1e-300)
+    gamma = state.gamma[idx]
+    r = np.where(gamma > 0, gamma, first)[:, None] * q
+    for j, a in zip(reversed(order), reversed(alphas)):
+        b = R[:, j] * np.einsum("sp,sp->s", Ym[j], r)
+        r += Sm[j] * (a - b)[:, None]
+    d = -r
+    gd = np.einsum("sp,sp->s", gi, d)
+    reset = ~(gd < 0)
+    if reset.any():  # not a descent direction: forget the curvature pairs
+        d[reset] = -gi[reset] * first[reset, None]
+        gd[reset] = np.einsum("sp,sp->s", gi[reset], d[reset])
+        state.rho[idx[reset]] = 0.0
+        state.gamma[idx[reset]] = 0.0
+    return d, gd
+
+
+def _armijo_backtrack(fun, state: _LbfgsState, idx: np.ndarray, d: np.ndarray, gd: np.ndarray,
+                      max_linesearch: int, c1: float = 1e-4):
+    """Armijo backtracking from step 1 along ``d`` for the starts ``idx``, with quadratic
+    interpolation; the trial points of all starts still pending are evaluated together.
+    Returns the accepted points, values and gradients and the mask of starts for which no
+    trial step was accepted (their rows of the others are unset)."""
+    n, P = d.shape
+    t = np.ones(n)
+    x_new = np.empty((n, P))
+    f_new = np.full(n, np.inf)
+    g_new = np.zeros((n, P))
+    pending = np.arange(n)
+    fi = state.f[idx]
+    for _ in range(max_linesearch):
+        if pending.size == 0:
+            break
+        tp = t[pending]
+        xt = state.x[idx[pending]] + tp[:, None] * d[pending]
+        ft, gt = fun(xt, state.rows[idx[pending]])
+        gdp = gd[pending]
+        ok = ft <= fi[pending] + c1 * tp * gdp
+        acc = pending[ok]
+        x_new[acc], f_new[acc], g_new[acc] = xt[ok], ft[ok], gt[ok]
+        # minimiser of the quadratic through f(0), f'(0) and f(t), kept in [0.1t, 0.5t]
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            curv = ft - fi[pending] - gdp * tp
+            t_q = -gdp * tp * tp / (2.0 * curv)
+        t_q = np.where(np.isfinite(t_q), t_q, 0.1 * tp)
+        t[pending] = np.clip(t_q, 0.1 * tp, 0.5 * tp)
+        pending = pending[~ok]
+    stalled = np.zeros(n, dtype=bool)
+    stalled[pending] = True
+    return x_new, f_new, g_new, stalled
+
+
+def _accept_steps(state: _LbfgsState, idx: np.ndarray, k: int, x_new, f_new, g_new,
+                  stalled: np.ndarray, ftol: float, gtol: float) -> None:
+    """Move the starts ``idx`` that found a step, store their curvature pair in slot
+    ``k % m`` (usable only where s·y > 0), and stop those that meet a tolerance or found no
+    step (no descent step exists at machine precision)."""
+    moved = ~stalled
+    im = idx[moved]
+    sv = x_new[moved] - state.x[im]
+    yv = g_new[moved] - state.g[im]
+    sy = np.einsum("sp,sp->s", sv, yv)
+    yy = np.einsum("sp,sp->s", yv, yv)
+    with np.errstate(all="ignore"):
+        good = (sy > 1e-12 * np.sqrt(np.einsum("sp,sp->s", sv, sv) * yy)) & (yy > 1e-300)
+        good &= np.isfinite(sy / yy)
+    slot = k % state.rho.shape[1]
+    state.s_mem[im, slot] = sv
+    state.y_mem[im, slot] = yv
+    state.rho[im, slot] = np.where(good, 1.0 / np.where(good, sy, 1.0), 0.0)
+    state.gamma[im[good]] = sy[good] / yy[good]
+    f_old = state.f[im]
+    state.x[im], state.f[im], state.g[im] = x_new[moved], f_new[moved], g_new[moved]
+    state.nit[im] += 1
+    f_now = state.f[im]
+    scale = np.maximum(np.maximum(np.abs(f_old), np.abs(f_now)), 1e-300)
+    done = ((f_old - f_now) <= ftol * scale) | (np.abs(state.g[im]).max(1) <= gtol)
+    state.converged[im[done]] = True
+    state.active[im[done]] = False
+    state.active[idx[stalled]] = False
+    state.converged[idx[stalled]] = True
 
 
 LOG_BOUNDS = (-40.0, 80.0)
