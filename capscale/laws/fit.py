@@ -332,50 +332,78 @@ def fit_law(runs: pd.DataFrame | str | os.PathLike, law: str | None = None, *,
     ``{"E": 1.7, "alpha": 0.3}`` or ``"F=0.41,C=1.39"``).
     """
     t0 = time.perf_counter()
-    df = runs if isinstance(runs, pd.DataFrame) else load_runs(runs)
-    if "report" not in df.attrs:
-        df = load_runs(df)
+    df = _read_runs(runs)
     if law is None:
         law = default_law(df)
+    settings = _settings(delta=delta, space=space, n_bootstrap=n_bootstrap, level=level,
+                         seed=seed, n_jobs=n_jobs, prune=prune, max_starts=max_starts,
+                         heldout=heldout, law_options=law_options)
+    the_law = make_law(law, df, **law_options)
+    ms, X = _search(the_law, df, settings, progress)
+    samples = _resample(the_law, X, df, ms, settings, progress)
+    result = FitResult(the_law, ms.theta, samples, _describe(the_law, X, df, ms, settings))
+    notes = _assess(result, X, df, ms)
+    result.info["heldout"] = _heldout(df, law, settings, progress) if heldout else None
+    result.info["warnings"] = notes
+    result.info["fit_seconds"] = round(time.perf_counter() - t0, 3)
+    return result
+
+
+def _read_runs(runs: pd.DataFrame | str | os.PathLike) -> pd.DataFrame:
+    """The runs table, checked and reported on by :func:`load_runs` (once)."""
+    df = runs if isinstance(runs, pd.DataFrame) else load_runs(runs)
+    return df if "report" in df.attrs else load_runs(df)
+
+
+def _settings(*, delta: float, level: float, n_bootstrap: int, law_options: dict,
+              **rest) -> FitSettings:
+    """The fit's settings, refused with a message where they make no sense."""
     if not 0 < delta < math.inf:
         raise CapscaleError(f"Huber delta must be positive, not {delta}")
     if not 0 < level < 1:
         raise CapscaleError(f"interval level must lie in (0, 1), not {level}")
     if n_bootstrap < 0:
         raise CapscaleError(f"bootstrap samples must be 0 (none) or more, not {n_bootstrap}")
-    settings = FitSettings(delta=delta, space=space, n_bootstrap=n_bootstrap, level=level,
-                           seed=seed, n_jobs=n_jobs, prune=prune, max_starts=max_starts,
-                           heldout=heldout, law_options={k: v for k, v in law_options.items()
-                                                         if v is not None})
-    the_law = make_law(law, df, **law_options)
-    _say(progress, f"fitting {law} ({the_law.n_params} parameters) to {len(df)} runs")
+    return FitSettings(delta=delta, level=level, n_bootstrap=n_bootstrap, **rest,
+                       law_options={k: v for k, v in law_options.items() if v is not None})
+
+
+def _search(the_law: Law, df: pd.DataFrame, settings: FitSettings, progress: bool):
+    """The multi-start fit (:func:`fit_once`), said as it goes: (MultiStartResult, design)."""
+    _say(progress, f"fitting {the_law.name} ({the_law.n_params} parameters) to {len(df)} runs")
     ms, obj = fit_once(the_law, df, settings, say=lambda m: _say(progress, m))
-    X = obj.X
-    _say(progress, f"best of {ms.stats['n_starts']} starts in {ms.stats['seconds_batched'] + ms.stats['seconds_polish']:.2f} s")
+    seconds = ms.stats["seconds_batched"] + ms.stats["seconds_polish"]
+    _say(progress, f"best of {ms.stats['n_starts']} starts in {seconds:.2f} s")
+    return ms, obj.X
 
-    spread = _start_spread(the_law, ms)
 
-    samples = None
-    if n_bootstrap > 0:
-        t_b = time.perf_counter()
-        samples = bootstrap(the_law, X, df["loss"].to_numpy(), ms, n=n_bootstrap, seed=seed,
-                            delta=delta, space=space, n_jobs=n_jobs, progress=progress,
-                            strata=_strata(the_law, df))
-        _say(progress, f"{n_bootstrap} bootstrap refits in {time.perf_counter() - t_b:.2f} s")
+def _resample(the_law: Law, X, df: pd.DataFrame, ms, settings: FitSettings,
+              progress: bool) -> np.ndarray | None:
+    """The bootstrap refits (:func:`bootstrap`), or None without a bootstrap."""
+    if settings.n_bootstrap <= 0:
+        return None
+    t = time.perf_counter()
+    samples = bootstrap(the_law, X, df["loss"].to_numpy(), ms, n=settings.n_bootstrap,
+                        seed=settings.seed, delta=settings.delta, space=settings.space,
+                        n_jobs=settings.n_jobs, progress=progress, strata=_strata(the_law, df))
+    _say(progress, f"{settings.n_bootstrap} bootstrap refits in {time.perf_counter() - t:.2f} s")
+    return samples
 
+
+def _describe(the_law: Law, X, df: pd.DataFrame, ms, settings: FitSettings) -> dict:
+    """The fit's record: the law, in-sample errors, objective, settings, data, search."""
     lp = the_law.log_predict(ms.theta[None, :], X)[0]
     logy = np.log(df["loss"].to_numpy())
-    natural = the_law.to_natural(ms.theta)
-    info = {
+    return {
         "schema": SCHEMA,
         "law": the_law.name,
         "formula": the_law.formula,
         "reference": the_law.reference,
         "rmse_loss": float(np.sqrt(np.mean((np.exp(lp) - np.exp(logy)) ** 2))),
         "rmse_log_loss": float(np.sqrt(np.mean((lp - logy) ** 2))),
-        "objective": {"huber_sum": float(ms.value * delta * len(df)),
+        "objective": {"huber_sum": float(ms.value * settings.delta * len(df)),
                       "huber_mean_abs": float(ms.value)},
-        "settings": {**settings.to_dict(), "n_jobs": n_jobs, "numpy": np.__version__,
+        "settings": {**settings.to_dict(), "n_jobs": settings.n_jobs, "numpy": np.__version__,
                      "scipy": scipy.__version__, "python": platform.python_version()},
         "data": {"hash": data_hash(df, _used_columns(df)), "n_runs": len(df),
                  "ranges": _ranges(df, the_law),
@@ -383,33 +411,37 @@ def fit_law(runs: pd.DataFrame | str | os.PathLike, law: str | None = None, *,
                  "selection": df.attrs.get("selection"),
                  "report": df.attrs.get("report", {}), "columns": _used_columns(df)},
         "search": ms.stats,
-        "spread": spread,
+        "spread": _start_spread(the_law, ms),
     }
-    result = FitResult(the_law, ms.theta, samples, info)
-    warnings, dead = _term_warnings(the_law, ms.theta, X)
+
+
+def _assess(result: FitResult, X, df: pd.DataFrame, ms) -> list[str]:
+    """Intervals, derived multipliers and what the runs leave unidentified, into
+    ``result.info``; returns the warnings (dead terms, intervals, flat or multi-modal
+    optima)."""
+    law, info, samples = result.law, result.info, result.samples
+    natural = law.to_natural(ms.theta)
+    notes, dead = _term_warnings(law, ms.theta, X)
     lo = hi = None
     if samples is not None:
-        nat = the_law.to_natural(samples)
-        lo, hi = _percentiles(nat, level)
-        info["intervals"] = nest_params(the_law.natural_names,
+        lo, hi = _percentiles(law.to_natural(samples), info["settings"]["interval_level"])
+        info["intervals"] = nest_params(law.natural_names,
                                         [[float(a), float(b)] for a, b in zip(lo, hi)])
-        warnings += _interval_warnings(the_law, natural, lo, hi, skip=dead)
-    warnings += _search_warnings(the_law, ms, spread, lo, hi, skip=dead)
+        notes += _interval_warnings(law, natural, lo, hi, skip=dead)
+    notes += _search_warnings(law, ms, info["spread"], lo, hi, skip=dead)
     info["derived_eff"] = _derived_eff(result, df)
-    info["unidentified"] = unidentified(the_law, natural, lo, hi, dead, info["derived_eff"])
-    if info["derived_eff"]:
-        if samples is not None:
-            info["intervals"]["eff"] = {k: [v[1], v[2]] for k, v in info["derived_eff"].items()}
-    if heldout:
-        _say(progress, "held-out fit: the largest model size predicted from the rest")
-        info["heldout"] = heldout_error(df, law, settings,
-                                        say=lambda m: _say(progress, f"held-out: {m}"))
-        _say(progress, "held-out fit done")
-    else:
-        info["heldout"] = None
-    info["warnings"] = warnings
-    info["fit_seconds"] = round(time.perf_counter() - t0, 3)
-    return result
+    info["unidentified"] = unidentified(law, natural, lo, hi, dead, info["derived_eff"])
+    if info["derived_eff"] and samples is not None:
+        info["intervals"]["eff"] = {k: [v[1], v[2]] for k, v in info["derived_eff"].items()}
+    return notes
+
+
+def _heldout(df: pd.DataFrame, law: str, settings: FitSettings, progress: bool) -> dict:
+    """The held-out error (:func:`heldout_error`), said as it goes."""
+    _say(progress, "held-out fit: the largest model size predicted from the rest")
+    out = heldout_error(df, law, settings, say=lambda m: _say(progress, f"held-out: {m}"))
+    _say(progress, "held-out fit done")
+    return out
 
 
 def _say(progress: bool, msg: str) -> None:
