@@ -343,7 +343,8 @@ def fit_law(runs: pd.DataFrame | str | os.PathLike, law: str | None = None, *,
     samples = _resample(the_law, X, df, ms, settings, progress)
     result = FitResult(the_law, ms.theta, samples, _describe(the_law, X, df, ms, settings))
     notes = _assess(result, X, df, ms)
-    result.info["heldout"] = _heldout(df, law, settings, progress) if heldout else None
+    result.info["heldout"] = (_heldout(df, law, settings, result, ms, progress) if heldout
+                              else None)
     result.info["warnings"] = notes
     result.info["fit_seconds"] = round(time.perf_counter() - t0, 3)
     return result
@@ -436,10 +437,13 @@ def _assess(result: FitResult, X, df: pd.DataFrame, ms) -> list[str]:
     return notes
 
 
-def _heldout(df: pd.DataFrame, law: str, settings: FitSettings, progress: bool) -> dict:
-    """The held-out error (:func:`heldout_error`), said as it goes."""
+def _heldout(df: pd.DataFrame, law: str, settings: FitSettings, result: FitResult, ms,
+             progress: bool) -> dict:
+    """The held-out error (:func:`heldout_error`, from the end points of the fit ``ms``),
+    said as it goes."""
     _say(progress, "held-out fit: the largest model size predicted from the rest")
-    out = heldout_error(df, law, settings, say=lambda m: _say(progress, f"held-out: {m}"))
+    out = heldout_error(df, law, settings, say=lambda m: _say(progress, f"held-out: {m}"),
+                        near=(result.law, ms.finalists))
     _say(progress, "held-out fit done")
     return out
 
@@ -655,9 +659,20 @@ def _bootstrap_chunk(law, X, loss, weights, starts, delta, space) -> np.ndarray:
 # ---------------------------------------------------------------- held-out error
 
 
-def heldout_error(df: pd.DataFrame, law: str, settings: FitSettings, say=None) -> dict:
+def heldout_error(df: pd.DataFrame, law: str, settings: FitSettings, say=None,
+                  near: tuple[Law, np.ndarray] | None = None) -> dict:
     """Leave out the largest model size (sizes within 5% count as one), fit the rest with the
-    same settings (no bootstrap), and predict the runs left out."""
+    same settings (no bootstrap), and predict the runs left out.
+
+    ``near`` is the fit to the whole table: its law and the end points its start search ran
+    to convergence (best first). The rest of the table is most of the table, and its optimum
+    lies near the whole table's, as a bootstrap resample's does; so these end points (the
+    best of the thousands of starts: after successive halving, the few dozen that survived
+    both pruning rounds) run to convergence on the rest and are polished there, instead of
+    a second search from every start (:func:`continue_near`). Without ``near``, with an
+    unpruned search (``settings.prune`` false: every start runs everywhere), or where the
+    rest of the table gives the law other parameters (a format only the left-out size has),
+    the rest is searched from every start as the whole table was."""
     groups = size_groups(df["N"].to_numpy())
     test = groups == groups.max()
     train_df = df[~test].reset_index(drop=True)
@@ -666,7 +681,11 @@ def heldout_error(df: pd.DataFrame, law: str, settings: FitSettings, say=None) -
     base = {"rule": rule, "N": float(test_df["N"].median()), "n_runs": int(test.sum())}
     try:
         train_law = make_law(law, train_df, **settings.law_options)
-        ms, _ = fit_once(train_law, train_df, settings, say=say)
+        ms = None
+        if near is not None and settings.prune:
+            ms = continue_near(train_law, train_df, settings, *near, say=say)
+        if ms is None:
+            ms, _ = fit_once(train_law, train_df, settings, say=say)
     except CapscaleError as e:
         return {**base, "error": str(e)}
     keep, skipped = _describable(train_law, test_df)
@@ -686,6 +705,27 @@ def heldout_error(df: pd.DataFrame, law: str, settings: FitSettings, say=None) -
         out["skipped"] = {"n_runs": len(skipped), "why": "representation not in the rest of the table",
                           "representations": sorted(set(keys))}
     return out
+
+
+def continue_near(law: Law, df: pd.DataFrame, settings: FitSettings, other: Law,
+                  end_points: np.ndarray, say=None):
+    """Fit ``law`` to ``df`` from ``end_points`` of a fit of ``other`` (the same law on an
+    overlapping table; parameters carried over as natural values, since the centring of log
+    N and log D follows the table): every end point runs to convergence, the best few are
+    polished. Returns the MultiStartResult, or None where the two laws' parameters differ."""
+    if (list(law.natural_names) != list(other.natural_names)
+            or len(law.param_names) != len(other.param_names)):
+        return None
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        starts = law.from_natural(other.to_natural(end_points))
+    starts = starts[np.isfinite(starts).all(1)]
+    if not len(starts):
+        return None
+    if say:
+        say(f"continuing the whole table's {len(starts)} best end points on {len(df)} runs")
+    obj = HuberObjective(law, law.design(df), df["loss"].to_numpy(), delta=settings.delta,
+                         space=settings.space)
+    return multistart(obj, starts, prune=False)
 
 
 def _describable(law: Law, df: pd.DataFrame) -> tuple[list[int], list[int]]:
