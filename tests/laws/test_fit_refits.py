@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from capscale.laws import load_builtin
-from capscale.laws.fit import FitSettings, continue_near, fit_once, heldout_error
+from capscale.laws.fit import FitSettings, _bootstrap_chunk, continue_near, fit_once, heldout_error
 from capscale.laws.forms import make_law
+from capscale.laws.optim import HuberObjective, Rescaled, curvature_scale
 from capscale.laws.table import size_groups
 
 
@@ -41,3 +42,40 @@ def test_heldout_fit_searches_every_start_where_the_laws_differ():
     other = make_law("sparsity", load_builtin("frantar-t5"))
     x = whole.start_grid()[:3]
     assert continue_near(other, load_builtin("frantar-t5"), FitSettings(), whole, x) is None
+
+
+def test_curvature_scale_inverts_a_quadratics_hessian():
+    rng = np.random.default_rng(0)
+    Q = rng.standard_normal((4, 4))
+    H = Q @ Q.T + 0.1 * np.eye(4)
+
+    def fun(x, rows=None):
+        return 0.5 * np.einsum("sp,pq,sq->s", x, H, x), x @ H
+
+    C = curvature_scale(fun, np.ones(4))
+    np.testing.assert_allclose(C @ C.T, np.linalg.inv(H), rtol=1e-6)
+    r = Rescaled(fun, np.ones(4), C)
+    z = rng.standard_normal((3, 4))
+    np.testing.assert_allclose(r.to_z(r.to_theta(z)), z, atol=1e-12)
+    _, gz = r(z)
+    np.testing.assert_allclose(gz, fun(r.to_theta(z))[1] @ C)
+
+
+def test_bootstrap_refits_in_scaled_coordinates_reach_the_unscaled_optima():
+    df = load_builtin("chinchilla")
+    law = make_law("chinchilla", df)
+    ms, obj = fit_once(law, df, FitSettings())
+    loss = df["loss"].to_numpy()
+    rng = np.random.default_rng(5)
+    w = np.zeros((60, len(df)))
+    for i in range(len(w)):
+        np.add.at(w[i], rng.integers(0, len(df), len(df)), 1.0)
+    starts = ms.theta[None, :]
+    plain = _bootstrap_chunk(law, obj.X, loss, w, starts, 1e-3, "log")
+    scaled = _bootstrap_chunk(law, obj.X, loss, w, starts, 1e-3, "log",
+                              (ms.theta, curvature_scale(obj, ms.theta)))
+    weighted = HuberObjective(law, obj.X, loss, weights=w)
+    f_plain = weighted(plain, np.arange(len(w)))[0]
+    f_scaled = weighted(scaled, np.arange(len(w)))[0]
+    assert np.all(f_scaled <= f_plain * (1 + 1e-8))
+    np.testing.assert_allclose(law.to_natural(scaled), law.to_natural(plain), rtol=1e-3)
