@@ -36,7 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="bootstrap resamples for intervals (default 1000; 0 for none)")
     g.add_argument("--level", type=FRACTION, default=0.95, help="interval level (default 0.95)")
     g.add_argument("--seed", type=INTEGER, default=0)
-    g.add_argument("--jobs", type=COUNT1, default=None, help="processes for the bootstrap (default: all cores)")
+    g.add_argument("--jobs", type=COUNT1, default=None,
+                   help="processes for the bootstrap (default: all cores, when its refits take "
+                        "long enough to pay for starting them; otherwise one)")
     g.add_argument("--no-heldout", action="store_true", help="skip the held-out fit")
     g.add_argument("--no-prune", action="store_true",
                    help="run every starting point to convergence (slower; same optimum in practice)")

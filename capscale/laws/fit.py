@@ -12,9 +12,7 @@ import os
 import platform
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -330,7 +328,8 @@ def fit_law(runs: pd.DataFrame | str | os.PathLike, law: str | None = None, *,
     Chinchilla's Approach 3: a Huber loss (``delta``) on log-loss residuals (``space="log"``;
     ``"linear"`` fits the loss itself), a grid of starting points each refined by L-BFGS with
     analytic gradients, the best optimum kept. Then ``n_bootstrap`` resamples of the runs
-    (with replacement, refitted in parallel over ``n_jobs`` processes) give percentile
+    (with replacement, refitted over ``n_jobs`` processes; by default all cores when the
+    refits take long enough to pay for the workers, see :func:`bootstrap`) give percentile
     intervals at ``level`` for every parameter, and the largest model size is held out and
     predicted from a fit to the rest (``heldout``). Without ``law``, the table's columns choose
     it (:func:`~capscale.laws.forms.default_law`). Law options: ``key_columns`` (decoupled),
@@ -609,8 +608,30 @@ def bootstrap(law: Law, X, loss: np.ndarray, ms, *, n: int = 1000, seed: int = 0
     (:class:`~capscale.laws.optim.Rescaled`), in which a resample's optimum is a few
     iterations away (on Chinchilla's runs 15 evaluations per refit instead of 38, and the
     same optima). Refits still stop at 500 iterations: along the flat valley of a parameter
-    the runs do not identify, some stop there unconverged, scaled or not."""
-    n_runs = len(loss)
+    the runs do not identify, some stop there unconverged, scaled or not.
+
+    ``n_jobs`` forked workers share the resamples. By default (None) the first sixteenth of
+    the resamples (at least 16) is refitted here, and the rest goes to one worker per core
+    only when the evaluations those took project more work than forking pays for
+    (:data:`PARALLEL_WORK`); otherwise it is refitted here too."""
+    weights = _resample_weights(len(loss), n, seed, strata)
+    starts = _bootstrap_starts(ms, max_starts_per_resample)
+    with single_threaded_blas():
+        full = HuberObjective(law, X, loss, delta=delta, space=space)
+        C = curvature_scale(full, ms.theta)
+    problem = (law, X, loss)
+    how = (starts, delta, space, None if C is None else (ms.theta, C))
+    context = _fork_context()
+    cores = os.cpu_count() or 1
+    if n_jobs is None and context is not None and cores > 1 and n > 1:
+        return _refit_pilot_first(problem, weights, how, cores, context)
+    jobs = max(1, min(n_jobs or cores, n)) if context is not None else 1
+    return _refit_split(problem, weights, how, jobs, context)
+
+
+def _resample_weights(n_runs: int, n: int, seed: int, strata: np.ndarray | None) -> np.ndarray:
+    """(n, n_runs): how often each run is drawn into each of ``n`` resamples (with
+    replacement; within each stratum when ``strata`` labels the runs)."""
     rng = np.random.default_rng(seed)
     if strata is None:
         draws = rng.integers(0, n_runs, size=(n, n_runs))
@@ -621,23 +642,44 @@ def bootstrap(law: Law, X, loss: np.ndarray, ms, *, n: int = 1000, seed: int = 0
             draws[:, idx] = idx[rng.integers(0, len(idx), size=(n, len(idx)))]
     weights = np.zeros((n, n_runs))
     np.add.at(weights, (np.repeat(np.arange(n), n_runs), draws.ravel()), 1.0)
-    starts = _bootstrap_starts(ms, max_starts_per_resample)
-    with single_threaded_blas():
-        full = HuberObjective(law, X, loss, delta=delta, space=space)
-        C = curvature_scale(full, ms.theta)
-    scaling = None if C is None else (ms.theta, C)
-    jobs = n_jobs or os.cpu_count() or 1
-    jobs = max(1, min(jobs, n))
-    context = _fork_context()
-    if context is None:
-        jobs = 1
-    chunks = np.array_split(np.arange(n), jobs)
-    args = [(law, X, loss, weights[c], starts, delta, space, scaling) for c in chunks]
+    return weights
+
+
+# Forked workers take about a tenth of a second to start and feed, so by default the
+# bootstrap forks them only for refits that would take longer than a few tenths in one
+# process. The work is counted as parameter vectors evaluated × runs × parameters (3-13 ns
+# each on the builtin tables), projected from the first refits (PILOT_FRACTION of them, at
+# least 16, done here in any case); counting it, unlike timing it, decides the same way on
+# every run, and so gives the same numbers. Chinchilla's 1,000 refits count 1.8e7 (0.1 s).
+PARALLEL_WORK = 3e7
+PILOT_FRACTION = 1 / 16
+
+
+def _refit_pilot_first(problem: tuple, weights: np.ndarray, how: tuple, cores: int,
+                       context) -> np.ndarray:
+    """The first resamples refitted here; the rest here too, or over ``cores`` forked
+    workers when the first ones show that the rest is worth the workers."""
+    n, n_runs = weights.shape
+    pilot = min(n - 1, max(16, int(n * PILOT_FRACTION)))
+    evals: list[int] = []
+    first = _bootstrap_chunk(*problem, weights[:pilot], *how, evals)
+    n_params = how[0].shape[1]  # of the starts
+    work = evals[0] / pilot * (n - pilot) * n_runs * n_params
+    jobs = max(1, min(cores, n - pilot)) if work >= PARALLEL_WORK else 1
+    return np.concatenate([first, _refit_split(problem, weights[pilot:], how, jobs, context)])
+
+
+def _refit_split(problem: tuple, weights: np.ndarray, how: tuple, jobs: int,
+                 context) -> np.ndarray:
+    """The resamples refitted in ``jobs`` chunks, one forked worker each (here for one)."""
+    chunks = np.array_split(weights, jobs)
     if jobs == 1:
-        results = [_bootstrap_chunk(*args[0])]
-    else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            results = list(pool.map(_bootstrap_chunk, *zip(*args)))
+        return _bootstrap_chunk(*problem, chunks[0], *how)
+    from concurrent.futures import ProcessPoolExecutor
+
+    args = [(*problem, c, *how) for c in chunks]
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        results = list(pool.map(_bootstrap_chunk, *zip(*args)))
     return np.concatenate(results, axis=0)
 
 
@@ -645,6 +687,8 @@ def _fork_context():
     """Workers are forked: they share the design arrays without pickling, start in
     milliseconds and use numpy and scipy only. Where fork does not exist the bootstrap runs
     in this process (spawned workers would re-run the ``capscale`` entry point)."""
+    from multiprocessing import get_context
+
     try:
         return get_context("fork")
     except ValueError:
@@ -661,9 +705,11 @@ def _bootstrap_starts(ms, k: int) -> np.ndarray:
     return np.array(rows)
 
 
-def _bootstrap_chunk(law, X, loss, weights, starts, delta, space, scaling=None) -> np.ndarray:
+def _bootstrap_chunk(law, X, loss, weights, starts, delta, space, scaling=None,
+                     evals: list | None = None) -> np.ndarray:
     """Refits to the resamples weighted by the rows of ``weights`` from every start, in the
-    coordinates of ``scaling`` (θ0, C) where given; the best end point of each resample."""
+    coordinates of ``scaling`` (θ0, C) where given: the best end point of each resample.
+    The number of parameter vectors evaluated is appended to ``evals`` where given."""
     B, k = weights.shape[0], starts.shape[0]
     obj = HuberObjective(law, X, loss, delta=delta, space=space, weights=weights)
     fun = obj if scaling is None else Rescaled(obj, *scaling)
@@ -674,6 +720,8 @@ def _bootstrap_chunk(law, X, loss, weights, starts, delta, space, scaling=None) 
     x = res.x if scaling is None else fun.to_theta(res.x)
     f = res.f.reshape(B, k)
     best = np.argmin(np.where(np.isfinite(f), f, np.inf), axis=1)
+    if evals is not None:
+        evals.append(obj.n_evals)
     return x.reshape(B, k, -1)[np.arange(B), best]
 
 
