@@ -4,8 +4,8 @@ Chinchilla's Approach 3 refines each of thousands of starting points with L-BFGS
 the best. Looping over ``scipy.optimize.minimize`` costs one Python round trip per function
 evaluation per start; here the starts are rows of one array and every L-BFGS step (two-loop
 recursion, Armijo backtracking, curvature test) is done for all of them with numpy, so one
-function evaluation serves every start. The few best end points are then polished with
-scipy's L-BFGS-B to tight tolerances, so the winner is a converged scipy optimum.
+function evaluation serves every start. The few best end points are then polished to tight
+tolerances (:func:`polish`), so the winner is converged to the last digits that matter.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import minimize
 
 from capscale.laws.forms import Design, Law
 
@@ -23,8 +22,8 @@ from capscale.laws.forms import Design, Law
 def single_threaded_blas():
     """A context in which BLAS runs on one thread.
 
-    The fit makes many thousands of tiny BLAS calls (matrix-vector products, scipy's L-BFGS-B
-    updates). A multi-threaded OpenBLAS wakes its thread pool for each of them, and on a
+    The fit makes many thousands of tiny BLAS calls (matrix-vector products on blocks of
+    parameter vectors). A multi-threaded OpenBLAS wakes its thread pool for each of them, and on a
     machine whose cores are busy that makes each call up to a hundred times slower.
     """
     try:
@@ -157,20 +156,22 @@ class _LbfgsState:
     active: np.ndarray  # (S,) still iterating
 
     @classmethod
-    def start(cls, fun, x0: np.ndarray, rows: np.ndarray | None, memory: int) -> _LbfgsState:
+    def start(cls, fun, x0: np.ndarray, rows: np.ndarray | None, memory: int,
+              initial_scale: float | None = None) -> _LbfgsState:
         x = np.array(x0, dtype=np.float64)
         S, P = x.shape
         rows = np.zeros(S, dtype=int) if rows is None else np.asarray(rows)
         f, g = fun(x, rows)
         return cls(x=x, f=f, g=g, rows=rows, s_mem=np.zeros((S, memory, P)),
                    y_mem=np.zeros((S, memory, P)), rho=np.zeros((S, memory)),
-                   gamma=np.zeros(S), nit=np.zeros(S, dtype=int),
+                   gamma=np.full(S, initial_scale or 0.0), nit=np.zeros(S, dtype=int),
                    converged=np.zeros(S, dtype=bool), active=np.isfinite(f))
 
 
 def batched_lbfgs(fun, x0: np.ndarray, rows: np.ndarray | None = None, *, maxiter: int = 500,
                   memory: int = 10, ftol: float = 1e-12, gtol: float = 1e-10,
-                  max_linesearch: int = 40, max_step: float | None = None) -> LbfgsResult:
+                  max_linesearch: int = 40, max_step: float | None = None,
+                  initial_scale: float | None = None) -> LbfgsResult:
     """Minimise ``fun`` from every row of ``x0`` at once with L-BFGS.
 
     ``fun(X, rows) -> (f (S,), g (S, P))``. Each start keeps its own curvature pairs, step
@@ -178,14 +179,15 @@ def batched_lbfgs(fun, x0: np.ndarray, rows: np.ndarray | None = None, *, maxite
     or its gradient's max-norm below ``gtol``, when no step satisfies the Armijo condition,
     or at ``maxiter``. Starts that evaluate to a non-finite value are dropped at once. With
     ``max_step``, a trial step that would move any coordinate further than that is shortened
-    to it before the line search starts.
+    to it before the line search starts. The first step is −``initial_scale``·g where given
+    (1 in coordinates scaled to a unit Hessian: a Newton step), else 0.1 along −g/|g|.
 
     Every iteration is three steps over the starts still active: a search direction from
     each start's curvature pairs (:func:`_search_direction`), a backtracking line search
     that evaluates all pending trial points together (:func:`_armijo_backtrack`), and the
     update of the pairs and stopping states (:func:`_accept_steps`).
     """
-    state = _LbfgsState.start(fun, x0, rows, memory)
+    state = _LbfgsState.start(fun, x0, rows, memory, initial_scale)
     for k in range(maxiter):
         idx = np.flatnonzero(state.active)
         if idx.size == 0:
@@ -356,34 +358,67 @@ class Rescaled:
 LOG_BOUNDS = (-40.0, 80.0)
 
 
-def scipy_polish(obj: HuberObjective, x0: np.ndarray, maxiter: int = 5000):
-    """Polish one point with scipy's L-BFGS-B at tight tolerances.
+def polish(obj: HuberObjective, points: np.ndarray, maxiter: int = 5000,
+           passes: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Polish ``points`` (K, P) at tight tolerances, all at once: returns the polished
+    points and their values.
 
-    Log-scale parameters are boxed to [e^−40, e^80]: far outside any real fit, but it stops
-    a term that contributes nothing (say E → 0) from drifting towards −∞ for thousands of
+    Batched L-BFGS (20 pairs, relative decrease 1e-15, gradient 1e-12) in coordinates scaled
+    by the curvature at the best point (:class:`Rescaled`), starting with Newton steps. In a
+    flat valley a run can stop while a fresh start from where it stopped still descends, so
+    the pass is repeated, re-scaled at the new best point, until one improves no point by
+    more than 1e-14 of its value (at most ``passes``). Log-scale parameters are kept in
+    [e^−40, e^80] (a point outside has no value): far outside any real fit, but it stops a
+    term that contributes nothing (say E → 0) from drifting towards −∞ for thousands of
     iterations.
     """
-    log_idx = obj.law.log_params
-    bounds = [LOG_BOUNDS if j in log_idx else (None, None) for j in range(len(x0))]
-    x0 = np.array(x0, dtype=np.float64)
-    for j in log_idx:
-        x0[j] = np.clip(x0[j], *LOG_BOUNDS)
+    log_idx = sorted(obj.law.log_params)
+    x = np.array(points, dtype=np.float64)
+    x[:, log_idx] = np.clip(x[:, log_idx], *LOG_BOUNDS)
+    fun = _Boxed(obj, log_idx, LOG_BOUNDS)
+    f = fun(x)[0]
+    for _ in range(passes):
+        x_new, f_new = _polish_pass(fun, x, int(np.argmin(f)), maxiter)
+        gained = f_new < f - 1e-14 * np.abs(f)
+        better = f_new < f
+        x[better], f[better] = x_new[better], f_new[better]
+        if not gained.any():
+            break
+    return x, f
 
-    def fg(x):
-        f, g = obj(x[None, :])
-        return float(f[0]), g[0]
 
-    res = minimize(fg, x0, jac=True, method="L-BFGS-B", bounds=bounds,
-                   options={"maxiter": maxiter, "maxcor": 20, "ftol": 1e-15, "gtol": 1e-12})
-    return res.x, float(res.fun), res
+def _polish_pass(fun, x: np.ndarray, best: int, maxiter: int):
+    """One polishing run of every point, scaled at the point ``best``."""
+    C = curvature_scale(fun, x[best])
+    if C is None:
+        res = batched_lbfgs(fun, x, maxiter=maxiter, memory=20, ftol=1e-15, gtol=1e-12)
+        return res.x, res.f
+    scaled = Rescaled(fun, x[best], C)
+    res = batched_lbfgs(scaled, scaled.to_z(x), maxiter=maxiter, memory=20, ftol=1e-15,
+                        gtol=1e-12, initial_scale=1.0)
+    return scaled.to_theta(res.x), res.f
+
+
+class _Boxed:
+    """``fun`` with no value (inf) where a coordinate in ``idx`` leaves [lo, hi]."""
+
+    def __init__(self, fun, idx: list[int], bounds: tuple[float, float]) -> None:
+        self.fun, self.idx, (self.lo, self.hi) = fun, idx, bounds
+
+    def __call__(self, x: np.ndarray, rows: np.ndarray | None = None):
+        f, g = self.fun(x, rows)
+        xi = x[:, self.idx]
+        out = ((xi < self.lo) | (xi > self.hi)).any(1)
+        f[out], g[out] = np.inf, 0.0
+        return f, g
 
 
 # Far from the data most residuals sit on the linear arms of the Huber loss, the objective is
 # nearly flat in some directions, and the first quasi-Newton steps of a start there come out
 # up to 1e11 long: cutting them back by interpolation took a third of the function
-# evaluations of the first pruning round. Ten units in any fitted coordinate (ten e-folds of a scale, ten
-# in an exponent) is longer than any useful step, so the search starts its line searches
-# there at most.
+# evaluations of the first pruning round. Ten units in any fitted coordinate (ten e-folds of
+# a scale, ten in an exponent) is longer than any useful step, so the search starts its line
+# searches there at most.
 MAX_STEP = 10.0
 
 
@@ -408,8 +443,9 @@ def multistart(obj: HuberObjective, starts: np.ndarray, *,
     run to convergence (``ftol``, ``maxiter``). A start still far behind after tens of
     quasi-Newton steps sits in another basin, or is drifting into a flat region, and does not
     win. With ``prune=False`` every start runs to convergence. The ``n_polish`` best distinct
-    end points within 5% of the best objective are polished with scipy's L-BFGS-B; the best
-    polished point wins and replaces its unpolished self among the finalists. No L-BFGS trial
+    end points within 5% of the best objective are polished (:func:`polish`); the best
+    polished point wins, and each polished point replaces its unpolished self among the
+    finalists. No L-BFGS trial
     step is longer than ``max_step`` in any coordinate (see :data:`MAX_STEP`).
     """
     with single_threaded_blas():
@@ -444,10 +480,11 @@ def _multistart(obj, starts, schedule, min_keep, maxiter, ftol, n_polish, prune,
     order = order[np.isfinite(f_end[order])]
     x_end, f_end = x_end[order], f_end[order]
     near = np.flatnonzero(f_end <= f_end[0] * 1.05 + 1e-12)
-    for i in _distinct(x_end, near, n_polish):
-        xp, fp, _ = scipy_polish(obj, x_end[i])
-        if np.isfinite(fp) and fp <= f_end[i]:
-            x_end[i], f_end[i] = xp, fp
+    chosen = np.array(_distinct(x_end, near, n_polish), dtype=int)
+    if chosen.size:
+        xp, fp = polish(obj, x_end[chosen])
+        better = np.isfinite(fp) & (fp <= f_end[chosen])
+        x_end[chosen[better]], f_end[chosen[better]] = xp[better], fp[better]
     order = np.argsort(f_end, kind="stable")
     x_end, f_end = x_end[order], f_end[order]
     stats = {
