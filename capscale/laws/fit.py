@@ -337,6 +337,15 @@ def fit_law(runs: pd.DataFrame | str | os.PathLike, law: str | None = None, *,
     (chinchilla); ``fix`` (any law: natural parameters held at given values,
     ``{"E": 1.7, "alpha": 0.3}`` or ``"F=0.41,C=1.39"``).
     """
+    with single_threaded_blas():  # once for every step below
+        return _fit_law(runs, law, delta=delta, space=space, n_bootstrap=n_bootstrap,
+                        level=level, seed=seed, n_jobs=n_jobs, prune=prune,
+                        max_starts=max_starts, heldout=heldout, progress=progress,
+                        law_options=law_options)
+
+
+def _fit_law(runs, law, *, delta, space, n_bootstrap, level, seed, n_jobs, prune, max_starts,
+             heldout, progress, law_options) -> FitResult:
     t0 = time.perf_counter()
     df = _read_runs(runs)
     if law is None:

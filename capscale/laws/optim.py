@@ -18,19 +18,35 @@ import numpy as np
 
 from capscale.laws.forms import Design, Law
 
+_blas_limited = 0  # depth of single_threaded_blas contexts open in this process
 
+
+@contextlib.contextmanager
 def single_threaded_blas():
     """A context in which BLAS runs on one thread.
 
     The fit makes many thousands of tiny BLAS calls (matrix-vector products on blocks of
-    parameter vectors). A multi-threaded OpenBLAS wakes its thread pool for each of them, and on a
-    machine whose cores are busy that makes each call up to a hundred times slower.
+    parameter vectors). A multi-threaded OpenBLAS wakes its thread pool for each of them, and
+    on a machine whose cores are busy that makes each call up to a hundred times slower.
+    Setting the limit looks up every loaded library (10-20 ms), so inside an open context a
+    nested one sets nothing (and a worker forked inside one inherits the limit).
     """
+    global _blas_limited
+    if _blas_limited:
+        yield
+        return
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # optional: without it the fit is still correct, only slower when busy
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+        limits = contextlib.nullcontext()
+    else:
+        limits = threadpool_limits(limits=1, user_api="blas")
+    _blas_limited += 1
+    try:
+        with limits:
+            yield
+    finally:
+        _blas_limited -= 1
 
 
 # Parameter vectors are evaluated in blocks whose (rows, n) float64 temporaries stay under
