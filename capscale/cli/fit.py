@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
                       n_bootstrap=args.bootstrap, level=args.level, seed=args.seed,
                       n_jobs=args.jobs, prune=not args.no_prune, max_starts=args.max_starts,
                       heldout=not args.no_heldout, progress=True, **options)
-    text = fit.to_json(args.output)
+    text = fit.to_json(args.output) if args.output or args.json else None
     print(text if args.json else fit.summary())
     if args.output:
         print(f"wrote {args.output}")

@@ -21,7 +21,7 @@ import scipy
 
 from capscale import runrecord
 from capscale.errors import CapscaleError
-from capscale.io import atomic_write_json
+from capscale.io import atomic_write_text
 from capscale.laws import representation as rep
 from capscale.laws.forms import Law, default_law, law_from_spec, make_law, nest_params
 from capscale.laws.identify import unidentified
@@ -152,10 +152,10 @@ class FitResult:
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
         """JSON text of the fit; written atomically to ``path`` when given."""
-        d = self.to_dict()
+        text = json.dumps(_jsonable(self.to_dict()), indent=2)
         if path is not None:
-            atomic_write_json(path, _jsonable(d))
-        return json.dumps(_jsonable(d), indent=2)
+            atomic_write_text(path, text + "\n")  # what atomic_write_json writes
+        return text
 
     @classmethod
     def from_dict(cls, d: dict) -> FitResult:
