@@ -96,54 +96,56 @@ class HuberObjective:
         f = np.empty(S)
         g = np.empty_like(theta)
         block = max(4, BLOCK_BYTES // (8 * self.X.n))
-        for lo in range(0, S, block):
-            hi = min(S, lo + block)
-            f[lo:hi], g[lo:hi] = self._block(theta[lo:hi], rows[lo:hi])
+        # The terms are logs of loss components (a few units at most at any sensible point),
+        # so exp() needs no max-shift; an overflow far from the data gives a non-finite
+        # value, which the line search rejects.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for lo in range(0, S, block):
+                hi = min(S, lo + block)
+                f[lo:hi], g[lo:hi] = self._block(theta[lo:hi], rows[lo:hi])
         self.n_evals += S
         return f, g
 
     def _block(self, theta, rows):
+        """f and g for a block of parameter vectors (under the errstate of ``__call__``)."""
         d = self.delta
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            # The terms are logs of loss components (a few units at most at any sensible
-            # point), so exp() needs no max-shift; an overflow far from the data gives a
-            # non-finite value, which the line search rejects. Terms below −700 are clipped:
-            # their exp (< 1e-304) is nothing next to the others, and a subnormal result
-            # sends exp() down a path forty times slower.
-            # (np.maximum and np.minimum, not np.clip: same values, a fraction of the overhead)
-            E = [np.maximum(t, -700.0) for t in self.law.terms(theta, self.X)]
-            for e in E:
-                np.exp(e, out=e)
-            s = E[0] + E[1]
-            for e in E[2:]:
-                s += e
-            if self.space == "log":
-                r = np.log(s)
-                r -= self._targets(self.logy, rows)
-            else:
-                r = s - self._targets(self.y, rows)
-            psi = np.maximum(r, -d)
-            np.minimum(psi, d, out=psi)
-            h = np.multiply(psi, 0.5)  # huber(r) = psi·(r − psi/2) for both branches
-            np.subtract(r, h, out=h)
-            h *= psi
-            if self.weights.shape[0] > 1:
-                w = self.weights[rows]
-                norm = self.norm[rows]
-                f = np.einsum("sn,sn->s", w, h) * norm
-                psi *= w
-                psi *= norm[:, None]
-            else:
-                norm = self.norm[0]
-                f = h.sum(1) * norm
-                psi *= norm
-            if self.space == "log":
-                psi /= s  # d log s / d t_k = E_k / s
-            W = [np.multiply(e, psi, out=e) if e.shape == psi.shape else psi * e for e in E]
-            g = self.law.terms_vjp(theta, self.X, W)
-        bad = ~np.isfinite(f) | ~np.isfinite(g).all(1)
-        f[bad] = np.inf
-        g[bad] = 0.0
+        # Terms below −700 are clipped: their exp (< 1e-304) is nothing next to the
+        # others, and a subnormal result sends exp() down a path forty times slower.
+        # (np.maximum and np.minimum, not np.clip: same values, a fraction of the overhead)
+        E = [np.maximum(t, -700.0) for t in self.law.terms(theta, self.X)]
+        for e in E:
+            np.exp(e, out=e)
+        s = E[0] + E[1]
+        for e in E[2:]:
+            s += e
+        if self.space == "log":
+            r = np.log(s)
+            r -= self._targets(self.logy, rows)
+        else:
+            r = s - self._targets(self.y, rows)
+        psi = np.maximum(r, -d)
+        np.minimum(psi, d, out=psi)
+        h = np.multiply(psi, 0.5)  # huber(r) = psi·(r − psi/2) for both branches
+        np.subtract(r, h, out=h)
+        h *= psi
+        if self.weights.shape[0] > 1:
+            w = self.weights[rows]
+            norm = self.norm[rows]
+            f = np.einsum("sn,sn->s", w, h) * norm
+            psi *= w
+            psi *= norm[:, None]
+        else:
+            norm = self.norm[0]
+            f = h.sum(1) * norm
+            psi *= norm
+        if self.space == "log":
+            psi /= s  # d log s / d t_k = E_k / s
+        W = [np.multiply(e, psi, out=e) if e.shape == psi.shape else psi * e for e in E]
+        g = self.law.terms_vjp(theta, self.X, W)
+        bad = ~(np.isfinite(f) & np.isfinite(g).all(1))
+        if bad.any():
+            f[bad] = np.inf
+            g[bad] = 0.0
         return f, g
 
 
