@@ -85,8 +85,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
 
+    # A fit's BLAS calls are tiny and run on one thread (single_threaded_blas); with more,
+    # OpenBLAS's idle workers spin for about a tenth of a second after they start and again
+    # after each limit is lifted (0.15 s of CPU per command). Before numpy loads OpenBLAS.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     import numpy as np
 
     from capscale.laws import checks, fit_law, load_runs
