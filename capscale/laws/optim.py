@@ -435,8 +435,9 @@ class _Boxed:
 # nearly flat in some directions, and the first quasi-Newton steps of a start there come out
 # up to 1e11 long: cutting them back by interpolation took a third of the function
 # evaluations of the first pruning round. Ten units in any fitted coordinate (ten e-folds of
-# a scale, ten in an exponent) is longer than any useful step, so the search starts its line
-# searches there at most.
+# a scale, ten in an exponent) is longer than any step that helps rank a start after a few
+# dozen iterations, so the pruning rounds start their line searches there at most. Runs to
+# convergence are not capped: from far away they would take more iterations to arrive.
 MAX_STEP = 10.0
 
 
@@ -463,8 +464,8 @@ def multistart(obj: HuberObjective, starts: np.ndarray, *,
     win. With ``prune=False`` every start runs to convergence. The ``n_polish`` best distinct
     end points within 5% of the best objective are polished (:func:`polish`); the best
     polished point wins, and each polished point replaces its unpolished self among the
-    finalists. No L-BFGS trial
-    step is longer than ``max_step`` in any coordinate (see :data:`MAX_STEP`).
+    finalists. In the pruning rounds no L-BFGS trial step is longer than ``max_step`` in any
+    coordinate (see :data:`MAX_STEP`).
     """
     with single_threaded_blas():
         return _multistart(obj, starts, schedule, min_keep, maxiter, ftol, n_polish, prune,
@@ -485,7 +486,7 @@ def _multistart(obj, starts, schedule, min_keep, maxiter, ftol, n_polish, prune,
         order = np.argsort(res.f, kind="stable")[:n_keep]
         order = order[np.isfinite(res.f[order])]
         x, iters = res.x[order], iters[order] + res.n_iter[order]
-    res = batched_lbfgs(obj, x, maxiter=maxiter, ftol=ftol, max_step=max_step)
+    res = batched_lbfgs(obj, x, maxiter=maxiter, ftol=ftol)
     x_end, f_end, iters = res.x, res.f, iters + res.n_iter
     if not np.isfinite(f_end).any():
         from capscale.errors import CapscaleError
