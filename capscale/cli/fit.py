@@ -95,7 +95,6 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from capscale.laws import checks, fit_law, load_runs
-    from capscale.laws.plots import plot_composability, plot_fit
 
     df = load_runs(args.table, mapping=args.map, derive=args.derive, drop_bad=args.drop_bad,
                    where=args.where)
@@ -138,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         print(f"wrote {args.output}")
     if args.plot:
+        from capscale.laws.plots import plot_fit
+
         for path in plot_fit(fit, df, args.plot):
             print(f"wrote {path}")
     if args.compare_curves:
@@ -171,6 +172,8 @@ def run(args: argparse.Namespace) -> int:
             if missing:
                 print(f"without both marginals: {', '.join(missing)}")
             if args.plot:
+                from capscale.laws.plots import plot_composability
+
                 print(f"wrote {plot_composability(table, Path(args.plot) / 'composability.png')}")
     return 0
 
