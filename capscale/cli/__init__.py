@@ -34,7 +34,9 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``capscale`` parser; with ``only``, the one subcommand that a command line names
+    (what it parses and prints is the same; the other subcommands' modules stay unloaded)."""
     parser = argparse.ArgumentParser(
         prog="capscale",
         description="How well a model trains over a compressed representation: "
@@ -44,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"capscale {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in COMMANDS.items():
+        if only is not None and name != only:
+            continue
         module = importlib.import_module(f"capscale.cli.{module_name}")
         p = sub.add_parser(name, help=module.HELP, description=module.HELP, epilog=NUMBER_HELP)
         module.add_arguments(p)
@@ -55,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    parser = build_parser(words[0] if words and words[0] in COMMANDS else None)
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()

@@ -36,7 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="bootstrap resamples for intervals (default 1000; 0 for none)")
     g.add_argument("--level", type=FRACTION, default=0.95, help="interval level (default 0.95)")
     g.add_argument("--seed", type=INTEGER, default=0)
-    g.add_argument("--jobs", type=COUNT1, default=None, help="processes for the bootstrap (default: all cores)")
+    g.add_argument("--jobs", type=COUNT1, default=None,
+                   help="processes for the bootstrap (default: all cores, when its refits take "
+                        "long enough to pay for starting them; otherwise one)")
     g.add_argument("--no-heldout", action="store_true", help="skip the held-out fit")
     g.add_argument("--no-prune", action="store_true",
                    help="run every starting point to convergence (slower; same optimum in practice)")
@@ -83,12 +85,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
 
+    # A fit's BLAS calls are tiny and run on one thread (single_threaded_blas); with more,
+    # OpenBLAS's idle workers spin for about a tenth of a second after they start and again
+    # after each limit is lifted (0.15 s of CPU per command). Before numpy loads OpenBLAS.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     import numpy as np
 
     from capscale.laws import checks, fit_law, load_runs
-    from capscale.laws.plots import plot_composability, plot_fit
 
     df = load_runs(args.table, mapping=args.map, derive=args.derive, drop_bad=args.drop_bad,
                    where=args.where)
@@ -126,11 +132,13 @@ def run(args: argparse.Namespace) -> int:
                       n_bootstrap=args.bootstrap, level=args.level, seed=args.seed,
                       n_jobs=args.jobs, prune=not args.no_prune, max_starts=args.max_starts,
                       heldout=not args.no_heldout, progress=True, **options)
-    text = fit.to_json(args.output)
+    text = fit.to_json(args.output) if args.output or args.json else None
     print(text if args.json else fit.summary())
     if args.output:
         print(f"wrote {args.output}")
     if args.plot:
+        from capscale.laws.plots import plot_fit
+
         for path in plot_fit(fit, df, args.plot):
             print(f"wrote {path}")
     if args.compare_curves:
@@ -164,6 +172,8 @@ def run(args: argparse.Namespace) -> int:
             if missing:
                 print(f"without both marginals: {', '.join(missing)}")
             if args.plot:
+                from capscale.laws.plots import plot_composability
+
                 print(f"wrote {plot_composability(table, Path(args.plot) / 'composability.png')}")
     return 0
 

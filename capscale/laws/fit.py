@@ -12,9 +12,7 @@ import os
 import platform
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +21,18 @@ import scipy
 
 from capscale import runrecord
 from capscale.errors import CapscaleError
-from capscale.io import atomic_write_json
+from capscale.io import atomic_write_text
 from capscale.laws import representation as rep
 from capscale.laws.forms import Law, default_law, law_from_spec, make_law, nest_params
 from capscale.laws.identify import unidentified
-from capscale.laws.optim import HuberObjective, batched_lbfgs, multistart, single_threaded_blas
+from capscale.laws.optim import (
+    HuberObjective,
+    Rescaled,
+    batched_lbfgs,
+    curvature_scale,
+    multistart,
+    single_threaded_blas,
+)
 from capscale.laws.table import data_hash, load_runs, representation_columns, size_groups
 
 SCHEMA = 1
@@ -147,10 +152,10 @@ class FitResult:
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
         """JSON text of the fit; written atomically to ``path`` when given."""
-        d = self.to_dict()
+        text = json.dumps(_jsonable(self.to_dict()), indent=2)
         if path is not None:
-            atomic_write_json(path, _jsonable(d))
-        return json.dumps(_jsonable(d), indent=2)
+            atomic_write_text(path, text + "\n")  # what atomic_write_json writes
+        return text
 
     @classmethod
     def from_dict(cls, d: dict) -> FitResult:
@@ -323,7 +328,8 @@ def fit_law(runs: pd.DataFrame | str | os.PathLike, law: str | None = None, *,
     Chinchilla's Approach 3: a Huber loss (``delta``) on log-loss residuals (``space="log"``;
     ``"linear"`` fits the loss itself), a grid of starting points each refined by L-BFGS with
     analytic gradients, the best optimum kept. Then ``n_bootstrap`` resamples of the runs
-    (with replacement, refitted in parallel over ``n_jobs`` processes) give percentile
+    (with replacement, refitted over ``n_jobs`` processes; by default all cores when the
+    refits take long enough to pay for the workers, see :func:`bootstrap`) give percentile
     intervals at ``level`` for every parameter, and the largest model size is held out and
     predicted from a fit to the rest (``heldout``). Without ``law``, the table's columns choose
     it (:func:`~capscale.laws.forms.default_law`). Law options: ``key_columns`` (decoupled),
@@ -331,51 +337,89 @@ def fit_law(runs: pd.DataFrame | str | os.PathLike, law: str | None = None, *,
     (chinchilla); ``fix`` (any law: natural parameters held at given values,
     ``{"E": 1.7, "alpha": 0.3}`` or ``"F=0.41,C=1.39"``).
     """
+    with single_threaded_blas():  # once for every step below
+        return _fit_law(runs, law, delta=delta, space=space, n_bootstrap=n_bootstrap,
+                        level=level, seed=seed, n_jobs=n_jobs, prune=prune,
+                        max_starts=max_starts, heldout=heldout, progress=progress,
+                        law_options=law_options)
+
+
+def _fit_law(runs, law, *, delta, space, n_bootstrap, level, seed, n_jobs, prune, max_starts,
+             heldout, progress, law_options) -> FitResult:
     t0 = time.perf_counter()
-    df = runs if isinstance(runs, pd.DataFrame) else load_runs(runs)
-    if "report" not in df.attrs:
-        df = load_runs(df)
+    df = _read_runs(runs)
     if law is None:
         law = default_law(df)
+    settings = _settings(delta=delta, space=space, n_bootstrap=n_bootstrap, level=level,
+                         seed=seed, n_jobs=n_jobs, prune=prune, max_starts=max_starts,
+                         heldout=heldout, law_options=law_options)
+    the_law = make_law(law, df, **law_options)
+    ms, X = _search(the_law, df, settings, progress)
+    samples = _resample(the_law, X, df, ms, settings, progress)
+    result = FitResult(the_law, ms.theta, samples, _describe(the_law, X, df, ms, settings))
+    notes = _assess(result, X, df, ms)
+    result.info["heldout"] = (_heldout(df, law, settings, result, ms, progress) if heldout
+                              else None)
+    result.info["warnings"] = notes
+    result.info["fit_seconds"] = round(time.perf_counter() - t0, 3)
+    return result
+
+
+def _read_runs(runs: pd.DataFrame | str | os.PathLike) -> pd.DataFrame:
+    """The runs table, checked and reported on by :func:`load_runs` (once)."""
+    df = runs if isinstance(runs, pd.DataFrame) else load_runs(runs)
+    return df if "report" in df.attrs else load_runs(df)
+
+
+def _settings(*, delta: float, level: float, n_bootstrap: int, law_options: dict,
+              **rest) -> FitSettings:
+    """The fit's settings, refused with a message where they make no sense."""
     if not 0 < delta < math.inf:
         raise CapscaleError(f"Huber delta must be positive, not {delta}")
     if not 0 < level < 1:
         raise CapscaleError(f"interval level must lie in (0, 1), not {level}")
     if n_bootstrap < 0:
         raise CapscaleError(f"bootstrap samples must be 0 (none) or more, not {n_bootstrap}")
-    settings = FitSettings(delta=delta, space=space, n_bootstrap=n_bootstrap, level=level,
-                           seed=seed, n_jobs=n_jobs, prune=prune, max_starts=max_starts,
-                           heldout=heldout, law_options={k: v for k, v in law_options.items()
-                                                         if v is not None})
-    the_law = make_law(law, df, **law_options)
-    _say(progress, f"fitting {law} ({the_law.n_params} parameters) to {len(df)} runs")
+    return FitSettings(delta=delta, level=level, n_bootstrap=n_bootstrap, **rest,
+                       law_options={k: v for k, v in law_options.items() if v is not None})
+
+
+def _search(the_law: Law, df: pd.DataFrame, settings: FitSettings, progress: bool):
+    """The multi-start fit (:func:`fit_once`), said as it goes: (MultiStartResult, design)."""
+    _say(progress, f"fitting {the_law.name} ({the_law.n_params} parameters) to {len(df)} runs")
     ms, obj = fit_once(the_law, df, settings, say=lambda m: _say(progress, m))
-    X = obj.X
-    _say(progress, f"best of {ms.stats['n_starts']} starts in {ms.stats['seconds_batched'] + ms.stats['seconds_polish']:.2f} s")
+    seconds = ms.stats["seconds_batched"] + ms.stats["seconds_polish"]
+    _say(progress, f"best of {ms.stats['n_starts']} starts in {seconds:.2f} s")
+    return ms, obj.X
 
-    spread = _start_spread(the_law, ms)
 
-    samples = None
-    if n_bootstrap > 0:
-        t_b = time.perf_counter()
-        samples = bootstrap(the_law, X, df["loss"].to_numpy(), ms, n=n_bootstrap, seed=seed,
-                            delta=delta, space=space, n_jobs=n_jobs, progress=progress,
-                            strata=_strata(the_law, df))
-        _say(progress, f"{n_bootstrap} bootstrap refits in {time.perf_counter() - t_b:.2f} s")
+def _resample(the_law: Law, X, df: pd.DataFrame, ms, settings: FitSettings,
+              progress: bool) -> np.ndarray | None:
+    """The bootstrap refits (:func:`bootstrap`), or None without a bootstrap."""
+    if settings.n_bootstrap <= 0:
+        return None
+    t = time.perf_counter()
+    samples = bootstrap(the_law, X, df["loss"].to_numpy(), ms, n=settings.n_bootstrap,
+                        seed=settings.seed, delta=settings.delta, space=settings.space,
+                        n_jobs=settings.n_jobs, progress=progress, strata=_strata(the_law, df))
+    _say(progress, f"{settings.n_bootstrap} bootstrap refits in {time.perf_counter() - t:.2f} s")
+    return samples
 
+
+def _describe(the_law: Law, X, df: pd.DataFrame, ms, settings: FitSettings) -> dict:
+    """The fit's record: the law, in-sample errors, objective, settings, data, search."""
     lp = the_law.log_predict(ms.theta[None, :], X)[0]
     logy = np.log(df["loss"].to_numpy())
-    natural = the_law.to_natural(ms.theta)
-    info = {
+    return {
         "schema": SCHEMA,
         "law": the_law.name,
         "formula": the_law.formula,
         "reference": the_law.reference,
         "rmse_loss": float(np.sqrt(np.mean((np.exp(lp) - np.exp(logy)) ** 2))),
         "rmse_log_loss": float(np.sqrt(np.mean((lp - logy) ** 2))),
-        "objective": {"huber_sum": float(ms.value * delta * len(df)),
+        "objective": {"huber_sum": float(ms.value * settings.delta * len(df)),
                       "huber_mean_abs": float(ms.value)},
-        "settings": {**settings.to_dict(), "n_jobs": n_jobs, "numpy": np.__version__,
+        "settings": {**settings.to_dict(), "n_jobs": settings.n_jobs, "numpy": np.__version__,
                      "scipy": scipy.__version__, "python": platform.python_version()},
         "data": {"hash": data_hash(df, _used_columns(df)), "n_runs": len(df),
                  "ranges": _ranges(df, the_law),
@@ -383,33 +427,40 @@ def fit_law(runs: pd.DataFrame | str | os.PathLike, law: str | None = None, *,
                  "selection": df.attrs.get("selection"),
                  "report": df.attrs.get("report", {}), "columns": _used_columns(df)},
         "search": ms.stats,
-        "spread": spread,
+        "spread": _start_spread(the_law, ms),
     }
-    result = FitResult(the_law, ms.theta, samples, info)
-    warnings, dead = _term_warnings(the_law, ms.theta, X)
+
+
+def _assess(result: FitResult, X, df: pd.DataFrame, ms) -> list[str]:
+    """Intervals, derived multipliers and what the runs leave unidentified, into
+    ``result.info``; returns the warnings (dead terms, intervals, flat or multi-modal
+    optima)."""
+    law, info, samples = result.law, result.info, result.samples
+    natural = law.to_natural(ms.theta)
+    notes, dead = _term_warnings(law, ms.theta, X)
     lo = hi = None
     if samples is not None:
-        nat = the_law.to_natural(samples)
-        lo, hi = _percentiles(nat, level)
-        info["intervals"] = nest_params(the_law.natural_names,
+        lo, hi = _percentiles(law.to_natural(samples), info["settings"]["interval_level"])
+        info["intervals"] = nest_params(law.natural_names,
                                         [[float(a), float(b)] for a, b in zip(lo, hi)])
-        warnings += _interval_warnings(the_law, natural, lo, hi, skip=dead)
-    warnings += _search_warnings(the_law, ms, spread, lo, hi, skip=dead)
+        notes += _interval_warnings(law, natural, lo, hi, skip=dead)
+    notes += _search_warnings(law, ms, info["spread"], lo, hi, skip=dead)
     info["derived_eff"] = _derived_eff(result, df)
-    info["unidentified"] = unidentified(the_law, natural, lo, hi, dead, info["derived_eff"])
-    if info["derived_eff"]:
-        if samples is not None:
-            info["intervals"]["eff"] = {k: [v[1], v[2]] for k, v in info["derived_eff"].items()}
-    if heldout:
-        _say(progress, "held-out fit: the largest model size predicted from the rest")
-        info["heldout"] = heldout_error(df, law, settings,
-                                        say=lambda m: _say(progress, f"held-out: {m}"))
-        _say(progress, "held-out fit done")
-    else:
-        info["heldout"] = None
-    info["warnings"] = warnings
-    info["fit_seconds"] = round(time.perf_counter() - t0, 3)
-    return result
+    info["unidentified"] = unidentified(law, natural, lo, hi, dead, info["derived_eff"])
+    if info["derived_eff"] and samples is not None:
+        info["intervals"]["eff"] = {k: [v[1], v[2]] for k, v in info["derived_eff"].items()}
+    return notes
+
+
+def _heldout(df: pd.DataFrame, law: str, settings: FitSettings, result: FitResult, ms,
+             progress: bool) -> dict:
+    """The held-out error (:func:`heldout_error`, from the end points of the fit ``ms``),
+    said as it goes."""
+    _say(progress, "held-out fit: the largest model size predicted from the rest")
+    out = heldout_error(df, law, settings, say=lambda m: _say(progress, f"held-out: {m}"),
+                        near=(result.law, ms.finalists))
+    _say(progress, "held-out fit done")
+    return out
 
 
 def _say(progress: bool, msg: str) -> None:
@@ -559,9 +610,37 @@ def bootstrap(law: Law, X, loss: np.ndarray, ms, *, n: int = 1000, seed: int = 0
               strata: np.ndarray | None = None) -> np.ndarray:
     """Refit the law to ``n`` resamples of the runs (drawn with replacement; within each
     stratum when ``strata`` labels the runs) and return the fitted parameter vectors (n, P).
-    Each resample starts from the few best distinct optima of the full fit; all resamples of
-    a worker are solved as one batched L-BFGS problem."""
-    n_runs = len(loss)
+    Each resample starts from the few best distinct optima of the full fit (one basin or a
+    few: a resample's optimum lies near the full fit's, and the others guard against its
+    landing in another basin); all resamples of a worker are solved as one batched L-BFGS
+    problem, in coordinates scaled by the full fit's curvature at its optimum
+    (:class:`~capscale.laws.optim.Rescaled`), in which a resample's optimum is a few
+    iterations away (on Chinchilla's runs 15 evaluations per refit instead of 38, and the
+    same optima). Refits still stop at 500 iterations: along the flat valley of a parameter
+    the runs do not identify, some stop there unconverged, scaled or not.
+
+    ``n_jobs`` forked workers share the resamples. By default (None) the first sixteenth of
+    the resamples (at least 16) is refitted here, and the rest goes to one worker per core
+    only when the evaluations those took project more work than forking pays for
+    (:data:`PARALLEL_WORK`); otherwise it is refitted here too."""
+    weights = _resample_weights(len(loss), n, seed, strata)
+    starts = _bootstrap_starts(ms, max_starts_per_resample)
+    with single_threaded_blas():
+        full = HuberObjective(law, X, loss, delta=delta, space=space)
+        C = curvature_scale(full, ms.theta)
+    problem = (law, X, loss)
+    how = (starts, delta, space, None if C is None else (ms.theta, C))
+    context = _fork_context()
+    cores = os.cpu_count() or 1
+    if n_jobs is None and context is not None and cores > 1 and n > 1:
+        return _refit_pilot_first(problem, weights, how, cores, context)
+    jobs = max(1, min(n_jobs or cores, n)) if context is not None else 1
+    return _refit_split(problem, weights, how, jobs, context)
+
+
+def _resample_weights(n_runs: int, n: int, seed: int, strata: np.ndarray | None) -> np.ndarray:
+    """(n, n_runs): how often each run is drawn into each of ``n`` resamples (with
+    replacement; within each stratum when ``strata`` labels the runs)."""
     rng = np.random.default_rng(seed)
     if strata is None:
         draws = rng.integers(0, n_runs, size=(n, n_runs))
@@ -572,19 +651,44 @@ def bootstrap(law: Law, X, loss: np.ndarray, ms, *, n: int = 1000, seed: int = 0
             draws[:, idx] = idx[rng.integers(0, len(idx), size=(n, len(idx)))]
     weights = np.zeros((n, n_runs))
     np.add.at(weights, (np.repeat(np.arange(n), n_runs), draws.ravel()), 1.0)
-    starts = _bootstrap_starts(ms, max_starts_per_resample)
-    jobs = n_jobs or os.cpu_count() or 1
-    jobs = max(1, min(jobs, n))
-    context = _fork_context()
-    if context is None:
-        jobs = 1
-    chunks = np.array_split(np.arange(n), jobs)
-    args = [(law, X, loss, weights[c], starts, delta, space) for c in chunks]
+    return weights
+
+
+# Forked workers take about a tenth of a second to start and feed, so by default the
+# bootstrap forks them only for refits that would take longer than a few tenths in one
+# process. The work is counted as parameter vectors evaluated × runs × parameters (3-13 ns
+# each on the builtin tables), projected from the first refits (PILOT_FRACTION of them, at
+# least 16, done here in any case); counting it, unlike timing it, decides the same way on
+# every run, and so gives the same numbers. Chinchilla's 1,000 refits count 1.8e7 (0.1 s).
+PARALLEL_WORK = 3e7
+PILOT_FRACTION = 1 / 16
+
+
+def _refit_pilot_first(problem: tuple, weights: np.ndarray, how: tuple, cores: int,
+                       context) -> np.ndarray:
+    """The first resamples refitted here; the rest here too, or over ``cores`` forked
+    workers when the first ones show that the rest is worth the workers."""
+    n, n_runs = weights.shape
+    pilot = min(n - 1, max(16, int(n * PILOT_FRACTION)))
+    evals: list[int] = []
+    first = _bootstrap_chunk(*problem, weights[:pilot], *how, evals)
+    n_params = how[0].shape[1]  # of the starts
+    work = evals[0] / pilot * (n - pilot) * n_runs * n_params
+    jobs = max(1, min(cores, n - pilot)) if work >= PARALLEL_WORK else 1
+    return np.concatenate([first, _refit_split(problem, weights[pilot:], how, jobs, context)])
+
+
+def _refit_split(problem: tuple, weights: np.ndarray, how: tuple, jobs: int,
+                 context) -> np.ndarray:
+    """The resamples refitted in ``jobs`` chunks, one forked worker each (here for one)."""
+    chunks = np.array_split(weights, jobs)
     if jobs == 1:
-        results = [_bootstrap_chunk(*args[0])]
-    else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            results = list(pool.map(_bootstrap_chunk, *zip(*args)))
+        return _bootstrap_chunk(*problem, chunks[0], *how)
+    from concurrent.futures import ProcessPoolExecutor
+
+    args = [(*problem, c, *how) for c in chunks]
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        results = list(pool.map(_bootstrap_chunk, *zip(*args)))
     return np.concatenate(results, axis=0)
 
 
@@ -592,6 +696,8 @@ def _fork_context():
     """Workers are forked: they share the design arrays without pickling, start in
     milliseconds and use numpy and scipy only. Where fork does not exist the bootstrap runs
     in this process (spawned workers would re-run the ``capscale`` entry point)."""
+    from multiprocessing import get_context
+
     try:
         return get_context("fork")
     except ValueError:
@@ -608,24 +714,43 @@ def _bootstrap_starts(ms, k: int) -> np.ndarray:
     return np.array(rows)
 
 
-def _bootstrap_chunk(law, X, loss, weights, starts, delta, space) -> np.ndarray:
+def _bootstrap_chunk(law, X, loss, weights, starts, delta, space, scaling=None,
+                     evals: list | None = None) -> np.ndarray:
+    """Refits to the resamples weighted by the rows of ``weights`` from every start, in the
+    coordinates of ``scaling`` (θ0, C) where given: the best end point of each resample.
+    The number of parameter vectors evaluated is appended to ``evals`` where given."""
     B, k = weights.shape[0], starts.shape[0]
     obj = HuberObjective(law, X, loss, delta=delta, space=space, weights=weights)
-    x0 = np.tile(starts, (B, 1))
+    fun = obj if scaling is None else Rescaled(obj, *scaling)
+    x0 = np.tile(starts if scaling is None else fun.to_z(starts), (B, 1))
     rows = np.repeat(np.arange(B), k)
     with single_threaded_blas():
-        res = batched_lbfgs(obj, x0, rows, maxiter=500, ftol=1e-10)
+        res = batched_lbfgs(fun, x0, rows, maxiter=500, ftol=1e-10)
+    x = res.x if scaling is None else fun.to_theta(res.x)
     f = res.f.reshape(B, k)
     best = np.argmin(np.where(np.isfinite(f), f, np.inf), axis=1)
-    return res.x.reshape(B, k, -1)[np.arange(B), best]
+    if evals is not None:
+        evals.append(obj.n_evals)
+    return x.reshape(B, k, -1)[np.arange(B), best]
 
 
 # ---------------------------------------------------------------- held-out error
 
 
-def heldout_error(df: pd.DataFrame, law: str, settings: FitSettings, say=None) -> dict:
+def heldout_error(df: pd.DataFrame, law: str, settings: FitSettings, say=None,
+                  near: tuple[Law, np.ndarray] | None = None) -> dict:
     """Leave out the largest model size (sizes within 5% count as one), fit the rest with the
-    same settings (no bootstrap), and predict the runs left out."""
+    same settings (no bootstrap), and predict the runs left out.
+
+    ``near`` is the fit to the whole table: its law and the end points its start search ran
+    to convergence (best first). The rest of the table is most of the table, and its optimum
+    lies near the whole table's, as a bootstrap resample's does; so these end points (the
+    best of the thousands of starts: after successive halving, the few dozen that survived
+    both pruning rounds) run to convergence on the rest and are polished there, instead of
+    a second search from every start (:func:`continue_near`). Without ``near``, with an
+    unpruned search (``settings.prune`` false: every start runs everywhere), or where the
+    rest of the table gives the law other parameters (a format only the left-out size has),
+    the rest is searched from every start as the whole table was."""
     groups = size_groups(df["N"].to_numpy())
     test = groups == groups.max()
     train_df = df[~test].reset_index(drop=True)
@@ -634,7 +759,11 @@ def heldout_error(df: pd.DataFrame, law: str, settings: FitSettings, say=None) -
     base = {"rule": rule, "N": float(test_df["N"].median()), "n_runs": int(test.sum())}
     try:
         train_law = make_law(law, train_df, **settings.law_options)
-        ms, _ = fit_once(train_law, train_df, settings, say=say)
+        ms = None
+        if near is not None and settings.prune:
+            ms = continue_near(train_law, train_df, settings, *near, say=say)
+        if ms is None:
+            ms, _ = fit_once(train_law, train_df, settings, say=say)
     except CapscaleError as e:
         return {**base, "error": str(e)}
     keep, skipped = _describable(train_law, test_df)
@@ -654,6 +783,27 @@ def heldout_error(df: pd.DataFrame, law: str, settings: FitSettings, say=None) -
         out["skipped"] = {"n_runs": len(skipped), "why": "representation not in the rest of the table",
                           "representations": sorted(set(keys))}
     return out
+
+
+def continue_near(law: Law, df: pd.DataFrame, settings: FitSettings, other: Law,
+                  end_points: np.ndarray, say=None):
+    """Fit ``law`` to ``df`` from ``end_points`` of a fit of ``other`` (the same law on an
+    overlapping table; parameters carried over as natural values, since the centring of log
+    N and log D follows the table): every end point runs to convergence, the best few are
+    polished. Returns the MultiStartResult, or None where the two laws' parameters differ."""
+    if (list(law.natural_names) != list(other.natural_names)
+            or len(law.param_names) != len(other.param_names)):
+        return None
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        starts = law.from_natural(other.to_natural(end_points))
+    starts = starts[np.isfinite(starts).all(1)]
+    if not len(starts):
+        return None
+    if say:
+        say(f"continuing the whole table's {len(starts)} best end points on {len(df)} runs")
+    obj = HuberObjective(law, law.design(df), df["loss"].to_numpy(), delta=settings.delta,
+                         space=settings.space)
+    return multistart(obj, starts, prune=False)
 
 
 def _describable(law: Law, df: pd.DataFrame) -> tuple[list[int], list[int]]:

@@ -5,7 +5,13 @@ from scipy.optimize import minimize
 
 from capscale.laws import load_builtin
 from capscale.laws.forms import make_law
-from capscale.laws.optim import HuberObjective, batched_lbfgs, multistart, single_threaded_blas
+from capscale.laws.optim import (
+    HuberObjective,
+    batched_lbfgs,
+    multistart,
+    polish,
+    single_threaded_blas,
+)
 
 
 def rosenbrock(x, rows=None):
@@ -80,3 +86,17 @@ def test_bootstrap_weights_give_weighted_objective():
         fs, gs = single(theta[i:i + 1])
         np.testing.assert_allclose(f[i], fs[0], rtol=1e-12)
         np.testing.assert_allclose(g[i], gs[0], rtol=1e-9, atol=1e-12)
+
+
+def test_polish_reaches_what_scipys_lbfgsb_reaches_at_tight_tolerances():
+    law, obj = _objective()
+    ms = multistart(obj, law.start_grid()[::15], n_polish=0)
+    points = ms.finalists[:4]
+    x, f = polish(obj, points)
+    with single_threaded_blas():
+        for x0, fp in zip(points, f):
+            r = minimize(lambda x: tuple(v[0] for v in obj(x[None, :])), x0, jac=True,
+                         method="L-BFGS-B", options={"maxiter": 5000, "maxcor": 20,
+                                                     "ftol": 1e-15, "gtol": 1e-12})
+            assert fp <= r.fun * (1 + 1e-12)
+    np.testing.assert_allclose(law.to_natural(x[0]), law.to_natural(ms.finalists[0]), rtol=1e-5)
