@@ -36,10 +36,14 @@ class FitAdvice:
 
 def planned_table(runs) -> pd.DataFrame:
     """The runs table the planned runs will give, with a placeholder loss (seeds kept: runs
-    that differ only by seed are repeats, not duplicates)."""
+    that differ only by seed are repeats, not duplicates; the training keys too: LSQ and
+    trust estimation at one format are two representations)."""
+    from capscale.runrecord import TRAINING_KEY_COLUMNS
+
     return pd.DataFrame([{"N": float(r.n_params), "D": float(r.tokens), "loss": 3.0,
                           "w_format": r.config.w_format, "a_format": r.config.a_format,
-                          "seed": r.config.seed}
+                          "seed": r.config.seed,
+                          **{k: getattr(r.config, k) for k in TRAINING_KEY_COLUMNS}}
                          for r in runs])
 
 

@@ -75,3 +75,16 @@ def test_dry_run_says_what_is_missing_and_suggests_no_failing_fit(tmp_path, caps
     assert main(["sweep", str(path), "--dry-run", "-o", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert f"support `capscale fit {tmp_path / 'out' / 'runs.csv'} --law decoupled`" in out
+
+
+def test_runs_that_differ_only_in_their_gradient_rule_are_two_representations():
+    """The LSQ study's shape: one format trained with trust estimation and with LSQ. The
+    planned table keeps the rule, so the advice does not call the LSQ runs duplicates."""
+    spec = spec_from_text(
+        "[grid]\n" + SPECS["enough"][0]
+        + '[[runs]]\nsize = "100k"\ntokens_per_param = 10\nformats = "int4"\ngrad = "lsq"\n'
+        + TRAIN, source="lsq.toml")
+    df = planned_table(spec.runs)
+    assert set(df["grad"]) == {"trust", "lsq"}
+    advice = fit_advice(spec)
+    assert advice.ok, advice.problem
