@@ -10,7 +10,7 @@ The names below are imported on first use (PEP 562), so that torch-free submodul
 
 from __future__ import annotations
 
-import importlib
+from capscale.lazy import lazy_exports
 
 # public name -> the submodule that defines it
 _EXPORTS = {
@@ -30,13 +30,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

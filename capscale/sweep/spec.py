@@ -77,21 +77,24 @@ def _load_toml(text: str, source: str) -> dict:
         raise CapscaleError(f"{source} is not valid TOML: {e}") from None
 
 
-def _train_fields() -> dict[str, str]:
-    """TrainConfig field name -> its annotation (a string: the module uses postponed
-    annotations)."""
+def _train_fields() -> dict[str, tuple]:
+    """TrainConfig field name -> (its Setting, whether it may be None): the config's own
+    description of each key a spec may set (capscale.train.config)."""
     from capscale.train import TrainConfig
 
-    return {f.name: str(f.type) for f in fields(TrainConfig)}
+    return {f.name: (f.metadata["setting"], f.default is None) for f in fields(TrainConfig)}
 
 
-def _check_type(where: str, name: str, value, annotation: str):
-    """The value if it fits the field's annotation (an int is a float; None where allowed)."""
-    optional = "None" in annotation
+# the Python type a setting's kind holds, as the spec's messages name it
+_KIND_TYPES = {"text": "str", "int": "int", "count": "int", "number": "float", "switch": "bool"}
+
+
+def _check_type(where: str, name: str, value, field: tuple):
+    """The value if it fits the field's kind (an int is a float; None where allowed)."""
+    setting, optional = field
     if value is None and optional:
         return None
-    kinds = [k.strip() for k in annotation.split("|") if k.strip() != "None"]
-    base = kinds[0] if kinds else "str"
+    base = _KIND_TYPES[setting.kind]
     if base in ("int", "float") and isinstance(value, str):  # "3B", "8Ki": the number grammar
         from capscale.numbers import NumberError, parse_number
 
@@ -237,8 +240,7 @@ def spec_from_dict(d: dict, source: str = "<spec>", text: str | None = None,
         if arr in d and not (isinstance(d[arr], list) and all(isinstance(x, dict) for x in d[arr])):
             raise CapscaleError(f"{where}: {arr} must be an array of tables ([[{arr}]])")
 
-    annotations = _train_fields()
-    settable = {k: v for k, v in annotations.items() if k != "out"}
+    settable = {k: v for k, v in _train_fields().items() if k != "out"}
     sizes = _custom_sizes(d.get("sizes", {}), f"{where} [sizes]")
     base = _base_settings(d.get("train", {}), settable, f"{where} [train]")
     points = _grid_points(d.get("grid", {}), settable, f"{where} [grid]")

@@ -10,19 +10,25 @@ A run is a folder (config.json, metrics.jsonl, checkpoints/, result.json); see
 :mod:`capscale.runrecord`.
 """
 
-from capscale.train.config import RunPlan, TrainConfig, plan
-from capscale.train.data import RunData
-from capscale.train.loop import train
-from capscale.train.records import load_result, load_runs, read_metrics, result_row
+from __future__ import annotations
 
-__all__ = [
-    "RunData",
-    "RunPlan",
-    "TrainConfig",
-    "load_result",
-    "load_runs",
-    "plan",
-    "read_metrics",
-    "result_row",
-    "train",
-]
+from capscale.lazy import lazy_exports
+
+# public name -> the submodule that defines it, imported on first use (PEP 562), so that the
+# torch-free settings (capscale.train.config) can be read without the training loop's torch
+_EXPORTS = {
+    "RunData": "data",
+    "RunPlan": "config",
+    "TrainConfig": "config",
+    "load_result": "records",
+    "load_runs": "records",
+    "plan": "config",
+    "read_metrics": "records",
+    "result_row": "records",
+    "train": "loop",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

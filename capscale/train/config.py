@@ -4,15 +4,30 @@ A :class:`TrainConfig` is what a user (or a sweep) writes; :func:`plan` turns it
 :class:`RunPlan` with the model shape, the number of steps, the learning rate and the
 batch split, once the vocabulary size is known. Both are stored in the run folder's
 ``config.json``, so a run can be resumed, audited or repeated from its folder alone.
+
+Each field carries a :class:`Setting` (its group, documentation, kind, choices and valid
+range): the one source from which ``capscale train`` builds its flags and help, sweep specs
+check their keys and values, and :meth:`TrainConfig.validate` checks a config.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING
 
 from capscale.errors import CapscaleError
-from capscale.model.llama import LlamaConfig, size_preset
+from capscale.model.presets import (
+    ARCHS,
+    HADAMARD_MODES,
+    QUANT_RULES,
+    SIZES,
+    SPARSE_RULES,
+    size_preset,
+)
+
+if TYPE_CHECKING:  # torch-free at import: ``capscale train --help`` reads the settings
+    from capscale.model.llama import LlamaConfig
 
 # Tokens per micro-batch and rank when --micro-batch is not given: a CPU core gets small
 # matmuls to keep memory low; a GPU gets the papers' 64 x 512 sequences.
@@ -25,84 +40,184 @@ MAX_TOKENS_PER_PARAM = 1e6
 # the fewest optimizer steps a token budget may come to: warm-up, decay and evaluation need room
 MIN_STEPS = 10
 
+# The groups of settings, in the order ``capscale train --help`` shows them, with their titles.
+GROUPS = {
+    "model": "model",
+    "compression": "compression",
+    "data": "data",
+    "length": "length (steps > tokens > tokens per parameter)",
+    "optimizer": "optimisation",
+    "evaluation": "evaluation and checkpoints",
+    "runtime": "runtime",
+}
+# What a setting's value is: text, a whole number, any real number, a token or step count in
+# the number grammar (3e9, 3B, 8Ki), or an on/off switch.
+KINDS = ("text", "int", "number", "count", "switch")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one field of :class:`TrainConfig` is documented, entered and checked."""
+
+    group: str
+    doc: str
+    kind: str = "text"
+    choices: tuple[str, ...] = ()
+    lo: float | None = None  # the valid range; None: unbounded on that side
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    valid: str | None = None  # how the range reads in an error, when not "in [lo, hi]"
+    flag: str | None = None  # the command-line flag, when not --field-name
+    metavar: str | None = None
+
+    def range_text(self) -> str:
+        if self.valid:
+            return self.valid
+        if self.hi is None:
+            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        if self.lo is None:
+            return f"at most {self.hi:g}"
+        return (f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}"
+                f"{')' if self.hi_open else ']'}")
+
+    def in_range(self, v: float) -> bool:
+        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+            return False
+        return self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)
+
+
+def setting(default, group: str, doc: str, **kw):
+    """A dataclass field described by a :class:`Setting`."""
+    assert group in GROUPS and kw.get("kind", "text") in KINDS
+    return field(default=default, metadata={"setting": Setting(group, doc, **kw)})
+
+
+POSITIVE = {"lo": 0, "lo_open": True}
+AT_LEAST_1 = {"lo": 1}
+FRACTION = {"lo": 0, "hi": 1, "lo_open": True, "hi_open": True}
+
 
 @dataclass
 class TrainConfig:
     """A training run. Defaults are the papers' setup (DESIGN.md, "Training setup")."""
 
     # model: a named size, or an explicit shape
-    size: str | None = "30M"
-    n_layer: int | None = None
-    n_embd: int | None = None
-    n_head: int | None = None
-    arch: str = "llama"
+    size: str | None = setting(
+        "30M", "model", f"named size: {', '.join(SIZES)}")
+    n_layer: int | None = setting(None, "model", "number of blocks (overrides the size's)",
+                                  kind="int", **AT_LEAST_1)
+    n_embd: int | None = setting(None, "model", "width (overrides the size's)", kind="int",
+                                 **AT_LEAST_1)
+    n_head: int | None = setting(None, "model", "attention heads (overrides the size's)",
+                                 kind="int", **AT_LEAST_1)
+    arch: str = setting("llama", "model", "block: llama (the papers') or olmo2 "
+                        "(reordered norms, QK-norm, ReLU² MLP)", choices=ARCHS)
     # compression: format specs and the gradient rule
-    w_format: str = "none"
-    a_format: str = "none"
-    grad: str = "trust"
-    trust_radius: float | None = None
-    clip_scale: float = 1.0
-    hadamard: str = "full"
-    sparse_grad: str = "fw"
-    sparse_p: float = 0.2
-    sparse_area: float = 0.5
+    w_format: str = setting("none", "compression", "weight format (e.g. int4:had, "
+                            "sparse0.5+int4, nf4)", flag="--w", metavar="SPEC")
+    a_format: str = setting("none", "compression", "activation format (e.g. int4:had)",
+                            flag="--a", metavar="SPEC")
+    grad: str = setting("trust", "compression", "gradient rule of quantizers: QuEST trust "
+                        "estimation (default), plain STE, clip, or a learned scale: lsq, lsq+ "
+                        "(learned offset on activations), pact (learned clip)", choices=QUANT_RULES)
+    trust_radius: float | None = setting(
+        None, "compression", "trust radius in RMS units (default: half a grid step)",
+        kind="number", **POSITIVE, valid="a number > 0")
+    clip_scale: float = setting(1.0, "compression", "for --grad clip: multiple of the outer "
+                                "level", kind="number", **POSITIVE, valid="a number > 0")
+    hadamard: str = setting("full", "compression", "full: rotate both operands; half: leave an "
+                            "uncompressed partner unrotated", choices=HADAMARD_MODES)
+    sparse_grad: str = setting("fw", "compression", "backward mask of magnitude sparsity "
+                               "(unified paper: fw, rms, b-rms = RBBM, a-b-rms)",
+                               choices=SPARSE_RULES)
+    sparse_p: float = setting(0.2, "compression", "median deviation p of rms/b-rms",
+                              kind="number", **FRACTION)
+    sparse_area: float = setting(0.5, "compression", "band area a of a-b-rms", kind="number",
+                                 **FRACTION)
     # data
-    data: str = "builtin:wiki"
-    tokenizer: str = "train:spm:4096"
-    data_cache: str | None = None
-    val_fraction: float | None = None
-    seq_len: int = 512
-    batch_tokens: int = 262144
-    micro_batch: int | None = None
+    data: str = setting("builtin:wiki", "data", "builtin:wiki (embedded, offline), c4, an HF "
+                        "dataset name, or .txt/.jsonl/.parquet files")
+    tokenizer: str = setting("train:spm:4096", "data", "train:spm:4096 (local SentencePiece), "
+                             "llama2, gpt2, mistral, or a path")
+    data_cache: str | None = setting(None, "data", "token cache folder (default: "
+                                     "$CAPSCALE_CACHE or ~/.cache/capscale)")
+    val_fraction: float | None = setting(None, "data", "held-out fraction of the data for "
+                                         "validation", kind="number", **FRACTION)
+    seq_len: int = setting(512, "data", "sequence length", kind="int", **AT_LEAST_1)
+    batch_tokens: int = setting(262144, "data", "tokens per optimizer step, all processes "
+                                "together (default 262144 = 256Ki = 512 x 512; 8k is 8000, 8Ki "
+                                "is 8192)",
+                                kind="count", **AT_LEAST_1)
+    micro_batch: int | None = setting(None, "data", "sequences per forward/backward and "
+                                      "process (default: fit memory)", kind="int", **AT_LEAST_1)
     # length: explicit steps > explicit tokens > tokens per parameter
-    tokens_per_param: float = 100.0
-    tokens: int | None = None
-    steps: int | None = None
+    tokens_per_param: float = setting(100.0, "length", "D / N", kind="number", lo=0,
+                                      hi=MAX_TOKENS_PER_PARAM, lo_open=True)
+    tokens: int | None = setting(None, "length", "training tokens D (e.g. 3e9, 3B, 250M)",
+                                 kind="count", lo=1, hi=MAX_TOKENS,
+                                 valid=f">= 1 and at most {MAX_TOKENS:.0e} (a quadrillion tokens)")
+    steps: int | None = setting(None, "length", "optimizer steps", kind="count", lo=1,
+                                hi=MAX_STEPS, valid=f">= 1 and at most {MAX_STEPS:.0e}")
     # optimisation
-    lr: float | None = None
-    optimizer: str = "adamw"
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    warmup_frac: float = 0.1
-    warmup: str = "cos"
-    initial_lr_frac: float = 0.01
-    final_lr_frac: float = 0.1
+    lr: float | None = setting(None, "optimizer", "peak learning rate (default: the size's, "
+                               "from the ladder)", kind="number", **POSITIVE, valid="a number > 0")
+    optimizer: str = setting("adamw", "optimizer", "AdamW (0.9, 0.95), or AdamW with AMSGrad "
+                             "normalisation (the unified paper's Alg. 3)",
+                             choices=("adamw", "amsgrad"))
+    beta1: float = setting(0.9, "optimizer", "Adam's first-moment decay", kind="number", lo=0,
+                           hi=1, hi_open=True)
+    beta2: float = setting(0.95, "optimizer", "Adam's second-moment decay", kind="number",
+                           lo=0, hi=1, hi_open=True)
+    eps: float = setting(1e-8, "optimizer", "Adam's denominator floor", kind="number",
+                         **FRACTION)
+    weight_decay: float = setting(0.1, "optimizer", "decoupled weight decay", kind="number",
+                                  lo=0, hi=10, hi_open=True)
+    grad_clip: float = setting(1.0, "optimizer", "largest gradient norm", kind="number",
+                               **POSITIVE, valid="> 0 (the largest gradient norm; use a large "
+                               "value for no clipping)")
+    warmup_frac: float = setting(0.1, "optimizer", "fraction of the steps spent warming up",
+                                 kind="number", lo=0, hi=1, hi_open=True)
+    warmup: str = setting("cos", "optimizer", "shape of the warm-up", choices=("cos", "linear"))
+    initial_lr_frac: float = setting(0.01, "optimizer", "warm-up starts at LR x this",
+                                     kind="number", lo=0, hi=1, valid="in [0, 1] (a fraction "
+                                     "of the peak learning rate)")
+    final_lr_frac: float = setting(0.1, "optimizer", "the cosine ends at LR x this",
+                                   kind="number", lo=0, hi=1, valid="in [0, 1] (a fraction of "
+                                   "the peak learning rate)")
     # evaluation and checkpoints (None: about ten times per run)
-    eval_every: int | None = None
-    val_tokens: int = 1 << 20
-    ckpt_every: int | None = None
-    keep_checkpoints: int = 1
+    eval_every: int | None = setting(None, "evaluation", "validate every k steps (default: "
+                                     "10 times per run)", kind="int", **AT_LEAST_1)
+    val_tokens: int = setting(1 << 20, "evaluation", "validation tokens", kind="count",
+                              **AT_LEAST_1)
+    ckpt_every: int | None = setting(None, "evaluation", "checkpoint every k steps (default: "
+                                     "10 times per run)", kind="int", **AT_LEAST_1)
+    keep_checkpoints: int = setting(1, "evaluation", "checkpoints kept in the run folder",
+                                    kind="int", **AT_LEAST_1)
     # runtime
-    seed: int = 0
-    device: str = "auto"
-    dtype: str = "auto"
-    compile: bool = False
-    log_every: int = 10
-    progress: bool = True
-    tensorboard: bool = False
-    wandb_project: str | None = None
-    out: str | None = None
+    seed: int = setting(0, "runtime", "seed of the initialisation and the data order",
+                        kind="int")
+    device: str = setting("auto", "runtime", "auto, cpu, cuda or cuda:N")
+    dtype: str = setting("auto", "runtime", "auto: bf16 autocast on GPU, fp32 on CPU",
+                         choices=("auto", "fp32", "bf16"))
+    compile: bool = setting(False, "runtime", "torch.compile the model", kind="switch")
+    log_every: int = setting(10, "runtime", "log the train loss every k steps", kind="int",
+                             **AT_LEAST_1)
+    progress: bool = setting(True, "runtime", "no progress bar", kind="switch",
+                             flag="--no-progress")
+    tensorboard: bool = setting(False, "runtime", "log to RUN_DIR/tensorboard", kind="switch")
+    wandb_project: str | None = setting(None, "runtime", "log to Weights & Biases",
+                                        flag="--wandb", metavar="PROJECT")
+    out: str | None = setting(None, "runtime", "run folder (default "
+                              "runs/<size>-<w>-<a>-s<seed>)", metavar="RUN_DIR")
 
     def validate(self) -> None:
         if self.size is None and None in (self.n_layer, self.n_embd, self.n_head):
             raise CapscaleError("give a model --size or all of --n-layer, --n-embd and --n-head")
         if self.size is not None:
-            size_preset(self.size)
-        from capscale.model.presets import ARCHS
-
-        if self.arch not in ARCHS:
-            raise CapscaleError(f"arch {self.arch!r}: use one of {', '.join(ARCHS)}")
-        positive = ("seq_len", "batch_tokens", "val_tokens", "log_every", "keep_checkpoints")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise CapscaleError(f"{name.replace('_', '-')}={getattr(self, name)}: must be >= 1")
-        for name in ("micro_batch", "steps", "tokens", "eval_every", "ckpt_every"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise CapscaleError(f"{name.replace('_', '-')}={v}: must be >= 1")
+            size_preset(self.size)  # its own message: the sizes, or an explicit shape
+        for f in fields(self):
+            _check_setting(f.name, getattr(self, f.name), f.metadata["setting"])
         if self.batch_tokens % self.seq_len:
             from capscale.numbers import binary_alternative
 
@@ -115,19 +230,6 @@ class TrainConfig:
                 f"batch-tokens={self.batch_tokens:,} is not a multiple of seq-len={self.seq_len}: "
                 f"give a multiple such as {' or '.join(f'{v:,}' for v in near)}{hint}"
             )
-        if not self.tokens_per_param > 0:
-            raise CapscaleError(f"tokens-per-param={self.tokens_per_param}: must be > 0")
-        if self.lr is not None and not self.lr > 0:
-            raise CapscaleError(f"lr={self.lr}: must be > 0")
-        if self.optimizer not in ("adamw", "amsgrad"):
-            raise CapscaleError(f"optimizer {self.optimizer!r}: use adamw or amsgrad")
-        if self.warmup not in ("cos", "linear"):
-            raise CapscaleError(f"warmup {self.warmup!r}: use cos or linear")
-        if self.dtype not in ("auto", "fp32", "bf16"):
-            raise CapscaleError(f"dtype {self.dtype!r}: use auto, fp32 or bf16")
-        if not 0.0 <= self.warmup_frac < 1.0:
-            raise CapscaleError(f"warmup-frac={self.warmup_frac}: must lie in [0, 1)")
-        self._check_ranges()
         # bad format specs and gradient-rule settings fail here, before any data is read
         from capscale.formats import parse_format
         from capscale.model.compressed_linear import OperandCompressor, grad_rule_from_config
@@ -135,41 +237,6 @@ class TrainConfig:
         rule = grad_rule_from_config(self)
         for spec in (self.w_format, self.a_format):  # and the rule fits each format
             OperandCompressor(parse_format(spec), rule)
-
-    def _check_ranges(self) -> None:
-        """Every number in its valid range (NaN and inf refused): a negative gradient clip
-        would reverse the gradients, eps 0 divides by zero, a final LR above the peak is no
-        decay."""
-        def check(name: str, ok: bool, valid: str) -> None:
-            if not ok:
-                raise CapscaleError(f"{name.replace('_', '-')}={getattr(self, name)}: must be {valid}")
-
-        def real(v) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-        for name in ("lr", "trust_radius"):
-            v = getattr(self, name)
-            check(name, v is None or (real(v) and v > 0), "a number > 0")
-        check("grad_clip", real(self.grad_clip) and self.grad_clip > 0,
-              "> 0 (the largest gradient norm; use a large value for no clipping)")
-        check("eps", real(self.eps) and 0 < self.eps < 1, "in (0, 1)")
-        check("weight_decay", real(self.weight_decay) and 0 <= self.weight_decay < 10, "in [0, 10)")
-        for name in ("beta1", "beta2"):
-            check(name, real(getattr(self, name)) and 0 <= getattr(self, name) < 1, "in [0, 1)")
-        for name in ("initial_lr_frac", "final_lr_frac"):
-            check(name, real(getattr(self, name)) and 0 <= getattr(self, name) <= 1,
-                  "in [0, 1] (a fraction of the peak learning rate)")
-        check("clip_scale", real(self.clip_scale) and self.clip_scale > 0, "a number > 0")
-        check("sparse_p", real(self.sparse_p) and 0 < self.sparse_p < 1, "in (0, 1)")
-        check("sparse_area", real(self.sparse_area) and 0 < self.sparse_area < 1, "in (0, 1)")
-        check("val_fraction", self.val_fraction is None
-              or (real(self.val_fraction) and 0 < self.val_fraction < 1), "in (0, 1)")
-        check("tokens_per_param", real(self.tokens_per_param)
-              and 0 < self.tokens_per_param <= MAX_TOKENS_PER_PARAM,
-              f"in (0, {MAX_TOKENS_PER_PARAM:g}]")
-        check("tokens", self.tokens is None or self.tokens <= MAX_TOKENS,
-              f"at most {MAX_TOKENS:.0e} (a quadrillion tokens)")
-        check("steps", self.steps is None or self.steps <= MAX_STEPS, f"at most {MAX_STEPS:.0e}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -181,6 +248,34 @@ class TrainConfig:
         if unknown:
             raise CapscaleError(f"unknown training settings {sorted(unknown)} in config")
         return cls(**d)
+
+
+def settings() -> dict[str, Setting]:
+    """Field name -> its :class:`Setting`, in declaration order."""
+    return {f.name: f.metadata["setting"] for f in fields(TrainConfig)}
+
+
+def _check_setting(name: str, v, s: Setting) -> None:
+    """``v`` of the kind, among the choices and in the range of ``s`` (None passes where the
+    default is None; NaN and inf never do: a negative gradient clip would reverse the
+    gradients, eps 0 divides by zero, a final LR above the peak is no decay)."""
+    label = name.replace("_", "-")
+    if v is None:
+        return  # optional settings; a required one set to None fails where it is used
+    if s.kind == "switch":
+        ok = isinstance(v, bool)
+    elif s.kind == "text":
+        ok = isinstance(v, str)
+    else:
+        ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+              and (s.kind == "number" or float(v).is_integer()))
+    if not ok:
+        kind = {"switch": "true or false", "text": "text", "number": "a finite number"}
+        raise CapscaleError(f"{label}={v!r}: must be {kind.get(s.kind, 'a whole number')}")
+    if s.choices and v not in s.choices:
+        raise CapscaleError(f"{label} {v!r}: use one of {', '.join(s.choices)}")
+    if (s.lo is not None or s.hi is not None) and not s.in_range(v):
+        raise CapscaleError(f"{label}={v}: must be {s.range_text()}")
 
 
 @dataclass(frozen=True)
@@ -206,6 +301,8 @@ class RunPlan:
 
 
 def model_config(cfg: TrainConfig, vocab_size: int) -> LlamaConfig:
+    from capscale.model.llama import LlamaConfig
+
     if cfg.size is not None and cfg.n_layer is None and cfg.n_embd is None and cfg.n_head is None:
         p = size_preset(cfg.size)
         shape = (p.n_layer, p.n_embd, p.n_head)
@@ -227,7 +324,7 @@ def default_lr(cfg: TrainConfig, model: LlamaConfig) -> float:
         return cfg.lr
     if cfg.size is not None and None in (cfg.n_layer, cfg.n_embd, cfg.n_head):
         return size_preset(cfg.size).lr
-    from capscale.model.llama import SIZES
+    from capscale.model.llama import LlamaConfig
 
     n = model.non_embedding_params
 
