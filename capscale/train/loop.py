@@ -341,22 +341,56 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
         done = records.load_result(run_dir)
         if done is not None:
             return done
-    # every check that needs no data, before data is read or anything is written
-    check_model(cfg, plan(cfg, 1, ctx.world_size, ctx.device.type))
-    check_budget(cfg, plan(cfg, 1, ctx.world_size, ctx.device.type))
-    if data is None:  # the run length does not depend on the vocabulary: plan it first
-        data = open_run_data(cfg, plan(cfg, 1, ctx.world_size, ctx.device.type).tokens)
-    p = plan(cfg, data.vocab_size, ctx.world_size, ctx.device.type)
+    data, p = _plan_with_data(cfg, data, ctx)
     autocast, compute_dtype = _autocast(cfg, ctx.device)
-
     raw, model, compression, optimizer = _prepare_model(cfg, p, ctx)
+    info = format_info(compression["w_format"], compression["a_format"]) if ctx.is_main else {}
+    state, metrics = _start_or_restore(run_dir, resuming, cfg, p, ctx, raw, optimizer, info,
+                                       compression, data, compute_dtype)
+    monitor = Monitor(
+        p.steps, state.step, enabled=ctx.is_main, progress=cfg.progress,
+        tensorboard_dir=str(run_dir / "tensorboard") if (cfg.tensorboard and run_dir) else None,
+        wandb_project=cfg.wandb_project, wandb_config={"config": cfg.to_dict(), **info},
+        run_name=run_dir.name if run_dir else None)
+    rules = trained_rules(compression, cfg.grad)
+    _announce(monitor, cfg, p, ctx, compression, rules, data, compute_dtype)
+    loop = _Loop(cfg, p, ctx, run_dir, raw, model, optimizer, autocast, data, state, metrics,
+                 monitor)
+    loop.announce_estimate()
+    try:
+        loop.run()
+    finally:
+        monitor.close()
 
-    # a fresh run writes its header; a resumed one restores its checkpoint and drops the
-    # metrics written after it
+    result = _result_record(cfg, p, ctx, data, compression, rules, info, state, loop.status,
+                            loop.last_val, loop.last_loss, loop.diverged_at, loop.trained_tokens,
+                            loop.train_time, loop.elapsed(), compute_dtype)
+    if run_dir is not None and ctx.is_main and loop.status != INTERRUPTED:
+        records.write_result(run_dir, result)
+    barrier(ctx)
+    return result
+
+
+def _plan_with_data(cfg: TrainConfig, data: RunData | None, ctx: Dist) -> tuple[RunData, RunPlan]:
+    """The run's data and plan; every check that needs no data runs before data is read."""
+    def plan_for(vocab_size: int) -> RunPlan:
+        return plan(cfg, vocab_size, ctx.world_size, ctx.device.type)
+
+    check_model(cfg, plan_for(1))
+    check_budget(cfg, plan_for(1))
+    if data is None:  # the run length does not depend on the vocabulary: plan it first
+        data = open_run_data(cfg, plan_for(1).tokens)
+    return data, plan_for(data.vocab_size)
+
+
+def _start_or_restore(run_dir: Path | None, resuming: bool, cfg: TrainConfig, p: RunPlan,
+                      ctx: Dist, raw: nn.Module, optimizer, info: dict, compression: dict,
+                      data: RunData, compute_dtype: str) -> tuple[TrainState, records.MetricsLog]:
+    """A fresh run writes its header; a resumed one restores its checkpoint and drops the
+    metrics written after it."""
     state = TrainState()
     metrics = records.MetricsLog(run_dir / records.METRICS if run_dir else Path(os.devnull),
                                  enabled=ctx.is_main and run_dir is not None)
-    info = format_info(compression["w_format"], compression["a_format"]) if ctx.is_main else {}
     if run_dir is not None and ctx.is_main:
         remove_partial_writes(run_dir)
     if run_dir is not None and resuming:
@@ -367,133 +401,152 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
     elif run_dir is not None and ctx.is_main:
         _write_run_header(run_dir, cfg, p, info, compression, data, ctx, compute_dtype)
     barrier(ctx)
+    return state, metrics
 
-    get_batch = data.train_batches(p.batch_size, cfg.seq_len, cfg.seed)
-    val_windows = list(data.val_batches(p.micro_batch, cfg.seq_len, cfg.val_tokens))
-    per_rank = p.batch_size // ctx.world_size
-    mine = slice(ctx.rank * per_rank, (ctx.rank + 1) * per_rank)
-    params = [q for q in raw.parameters() if q.requires_grad]
-    monitor = Monitor(
-        p.steps, state.step, enabled=ctx.is_main, progress=cfg.progress,
-        tensorboard_dir=str(run_dir / "tensorboard") if (cfg.tensorboard and run_dir) else None,
-        wandb_project=cfg.wandb_project, wandb_config={"config": cfg.to_dict(), **info},
-        run_name=run_dir.name if run_dir else None)
-    rules = trained_rules(compression, cfg.grad)
-    _announce(monitor, cfg, p, ctx, compression, rules, data, compute_dtype)
 
-    steps_left = p.steps - state.step
-    if steps_left > 0:  # every rank measures: a learned scale's first pass is a collective
-        est = estimate_wall_time(raw, p, cfg, ctx, autocast, steps_left, len(val_windows))
-        monitor.write(
-            f"estimate: about {format_duration(est['total_s'])} for {steps_left:,} step(s) "
-            f"({est['step_s']:.3g} s per step of {p.accum_steps} micro-batch(es) measured on "
-            f"{ctx.device}, {est['evals']} validation(s) included"
-            f"{'; torch.compile adds its compile time' if cfg.compile else ''}); the ETA "
-            "follows in the progress line")
-    start_wall = time.perf_counter()
-    start_step = state.step
+class _Loop:
+    """The optimizer steps of one run, from ``state.step`` to the plan's last step (or a
+    divergence, or a stop signal), with its logging, validation and checkpoints."""
 
-    def eta() -> str:
-        done = state.step - start_step
-        if done <= 0:
-            return "?"
-        return format_duration((time.perf_counter() - start_wall) / done * (p.steps - state.step))
-
-    def elapsed() -> float:
-        return state.elapsed_s + time.perf_counter() - start_wall
-
-    train_time, trained_tokens = 0.0, 0
-    # the train-loss window since the last log line, kept in checkpoints so that the metrics
-    # of a resumed run are those of an uninterrupted one
-    window = {"loss": 0.0, "n": 0, "tokens": 0, "time": 0.0}
-    if state.data and isinstance(state.data.get("window"), dict):
-        window.update(state.data["window"])
-    status, diverged_at, last_loss = FINISHED, None, float("nan")
-    if state.data and isinstance(state.data.get("last_loss"), (int, float)):
+    def __init__(self, cfg: TrainConfig, p: RunPlan, ctx: Dist, run_dir: Path | None,
+                 raw: nn.Module, model: nn.Module, optimizer, autocast, data: RunData,
+                 state: TrainState, metrics: records.MetricsLog, monitor: Monitor):
+        self.cfg, self.p, self.ctx, self.run_dir = cfg, p, ctx, run_dir
+        self.raw, self.model, self.optimizer, self.autocast = raw, model, optimizer, autocast
+        self.state, self.metrics, self.monitor = state, metrics, monitor
+        self.get_batch = data.train_batches(p.batch_size, cfg.seq_len, cfg.seed)
+        self.val_windows = list(data.val_batches(p.micro_batch, cfg.seq_len, cfg.val_tokens))
+        per_rank = p.batch_size // ctx.world_size
+        self.mine = slice(ctx.rank * per_rank, (ctx.rank + 1) * per_rank)
+        self.params = [q for q in raw.parameters() if q.requires_grad]
+        self.start_wall, self.start_step = time.perf_counter(), state.step
+        self.train_time, self.trained_tokens = 0.0, 0
+        self.status, self.diverged_at = FINISHED, None
+        self.last_val, self.last_val_step = None, None
+        saved = state.data or {}
+        # the train-loss window since the last log line, kept in checkpoints so that the
+        # metrics of a resumed run are those of an uninterrupted one
+        self.window = {"loss": 0.0, "n": 0, "tokens": 0, "time": 0.0}
+        if isinstance(saved.get("window"), dict):
+            self.window.update(saved["window"])
         # killed after its final checkpoint, before its record: the record still names the
         # last step's training loss
-        last_loss = float(state.data["last_loss"])
-    last_val, last_val_step = None, None
+        last = saved.get("last_loss")
+        self.last_loss = float(last) if isinstance(last, (int, float)) else float("nan")
 
-    def validate() -> float:
-        nonlocal last_val, last_val_step
-        last_val, last_val_step = _evaluate(raw, val_windows, ctx, autocast), state.step
-        metrics.write({"kind": "val", "step": state.step, "tokens": state.tokens,
-                       "val_loss": last_val, "elapsed_s": elapsed()})
-        monitor.log(state.step, {"val/loss": last_val})
-        monitor.write(f"step {state.step}/{p.steps}: val loss {last_val:.4f}, elapsed "
-                      f"{format_duration(elapsed())}, ETA {eta()}")
-        return last_val
+    def announce_estimate(self) -> None:
+        steps_left = self.p.steps - self.state.step
+        if steps_left <= 0:
+            return
+        # every rank measures: a learned scale's first pass is a collective
+        est = estimate_wall_time(self.raw, self.p, self.cfg, self.ctx, self.autocast, steps_left,
+                                 len(self.val_windows))
+        self.start_wall = time.perf_counter()
+        self.monitor.write(
+            f"estimate: about {format_duration(est['total_s'])} for {steps_left:,} step(s) "
+            f"({est['step_s']:.3g} s per step of {self.p.accum_steps} micro-batch(es) measured "
+            f"on {self.ctx.device}, {est['evals']} validation(s) included"
+            f"{'; torch.compile adds its compile time' if self.cfg.compile else ''}); the ETA "
+            "follows in the progress line")
 
-    model.train()
-    stop = StopSignals()
-    try:
-        stop.__enter__()
-        for step in range(state.step, p.steps):
-            t0 = time.perf_counter()
-            lr = lr_at(step, p.steps, p.lr, cfg.warmup_frac, cfg.initial_lr_frac,
-                       cfg.final_lr_frac, cfg.warmup)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x_all, y_all = get_batch(step)
-            loss = _accumulate_gradients(model, torch.as_tensor(x_all[mine]),
-                                         torch.as_tensor(y_all[mine]), p, ctx, autocast)
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            # the stop request rides on the reduction every step makes: all ranks stop together
-            asked = torch.tensor(float(stop.received is not None), device=ctx.device)
-            check = torch.stack([loss, grad_norm.float().to(ctx.device), asked])
-            step_loss, norm, stop_now = (all_reduce_sum(check, ctx) / ctx.world_size).tolist()
-            if not (math.isfinite(step_loss) and math.isfinite(norm)):
-                status, diverged_at, last_loss = DIVERGED, step + 1, step_loss
-                monitor.write(f"step {step + 1}: loss {step_loss}, gradient norm {norm}: diverged")
-                break
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+    def elapsed(self) -> float:
+        return self.state.elapsed_s + time.perf_counter() - self.start_wall
 
-            dt = time.perf_counter() - t0
-            train_time += dt
-            trained_tokens += cfg.batch_tokens
-            state.step, state.tokens, last_loss = step + 1, state.tokens + cfg.batch_tokens, step_loss
-            for key, value in (("loss", step_loss), ("n", 1), ("tokens", cfg.batch_tokens), ("time", dt)):
-                window[key] += value
-            tps = window["tokens"] / max(window["time"], 1e-9)
-            monitor.step(state.step, loss=step_loss, tok_s=round(tps), lr=lr)
-            if state.step % cfg.log_every == 0 or state.step in (1, p.steps):
-                rec = {"kind": "train", "step": state.step, "tokens": state.tokens,
-                       "loss": window["loss"] / window["n"], "lr": lr, "grad_norm": norm,
-                       "tokens_per_s": tps, "elapsed_s": elapsed()}
-                metrics.write(rec)
-                monitor.log(state.step, {f"train/{k}": v for k, v in rec.items()
-                                         if k not in ("kind", "step")})
-                window = dict.fromkeys(window, 0.0)
-            if state.step % p.eval_every == 0 or state.step == p.steps:
-                if not math.isfinite(validate()):
-                    status, diverged_at = DIVERGED, state.step
+    def eta(self) -> str:
+        done = self.state.step - self.start_step
+        if done <= 0:
+            return "?"
+        per_step = (time.perf_counter() - self.start_wall) / done
+        return format_duration(per_step * (self.p.steps - self.state.step))
+
+    def run(self) -> None:
+        self.model.train()
+        stop = StopSignals()
+        try:
+            stop.__enter__()
+            for step in range(self.state.step, self.p.steps):
+                if not self._step(step, stop):
                     break
-            due = state.step % p.ckpt_every == 0 or state.step == p.steps
-            if run_dir is not None and (due or (stop_now > 0 and state.step < p.steps)):
-                saved = TrainState(state.step, state.tokens, elapsed(),
-                                   {"step": state.step, "seed": cfg.seed, "window": dict(window),
-                                    "last_loss": last_loss})
-                save_checkpoint(run_dir, raw, optimizer, saved, ctx, cfg.keep_checkpoints)
-            if stop_now > 0 and state.step < p.steps:
-                status = INTERRUPTED
-                monitor.write(f"step {state.step}/{p.steps}: {stop.received or 'stop signal'} "
-                              "received: checkpointed; resume to continue from this step")
-                break
-        if status == FINISHED and last_val_step != p.steps:
-            validate()  # resumed from the final checkpoint, before the result was written
-    finally:
-        stop.__exit__()
-        monitor.close()
+            if self.status == FINISHED and self.last_val_step != self.p.steps:
+                self.validate()  # resumed from the final checkpoint, before the result was written
+        finally:
+            stop.__exit__()
 
-    result = _result_record(cfg, p, ctx, data, compression, rules, info, state, status,
-                            last_val, last_loss, diverged_at, trained_tokens, train_time,
-                            elapsed(), compute_dtype)
-    if run_dir is not None and ctx.is_main and status != INTERRUPTED:
-        records.write_result(run_dir, result)
-    barrier(ctx)
-    return result
+    def _step(self, step: int, stop: StopSignals) -> bool:
+        """One optimizer step and what follows it; False when the run ends here."""
+        cfg, p, state = self.cfg, self.p, self.state
+        t0 = time.perf_counter()
+        lr = lr_at(step, p.steps, p.lr, cfg.warmup_frac, cfg.initial_lr_frac, cfg.final_lr_frac,
+                   cfg.warmup)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x_all, y_all = self.get_batch(step)
+        loss = _accumulate_gradients(self.model, torch.as_tensor(x_all[self.mine]),
+                                     torch.as_tensor(y_all[self.mine]), p, self.ctx, self.autocast)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        # the stop request rides on the reduction every step makes: all ranks stop together
+        asked = torch.tensor(float(stop.received is not None), device=self.ctx.device)
+        check = torch.stack([loss, grad_norm.float().to(self.ctx.device), asked])
+        step_loss, norm, stop_now = (all_reduce_sum(check, self.ctx) / self.ctx.world_size).tolist()
+        if not (math.isfinite(step_loss) and math.isfinite(norm)):
+            self.status, self.diverged_at, self.last_loss = DIVERGED, step + 1, step_loss
+            self.monitor.write(f"step {step + 1}: loss {step_loss}, gradient norm {norm}: diverged")
+            return False
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+        dt = time.perf_counter() - t0
+        self.train_time += dt
+        self.trained_tokens += cfg.batch_tokens
+        state.step, state.tokens, self.last_loss = step + 1, state.tokens + cfg.batch_tokens, step_loss
+        self._log(lr, step_loss, norm, dt)
+        if state.step % p.eval_every == 0 or state.step == p.steps:
+            if not math.isfinite(self.validate()):
+                self.status, self.diverged_at = DIVERGED, state.step
+                return False
+        stopping = stop_now > 0 and state.step < p.steps
+        if self.run_dir is not None and (state.step % p.ckpt_every == 0 or state.step == p.steps
+                                         or stopping):
+            saved = TrainState(state.step, state.tokens, self.elapsed(),
+                               {"step": state.step, "seed": cfg.seed, "window": dict(self.window),
+                                "last_loss": self.last_loss})
+            save_checkpoint(self.run_dir, self.raw, self.optimizer, saved, self.ctx,
+                            cfg.keep_checkpoints)
+        if stopping:
+            self.status = INTERRUPTED
+            self.monitor.write(f"step {state.step}/{p.steps}: {stop.received or 'stop signal'} "
+                               "received: checkpointed; resume to continue from this step")
+            return False
+        return True
+
+    def _log(self, lr: float, step_loss: float, norm: float, dt: float) -> None:
+        """The progress line every step; a metrics line every log_every steps (the mean train
+        loss of the window since the last one)."""
+        state, window = self.state, self.window
+        for key, value in (("loss", step_loss), ("n", 1), ("tokens", self.cfg.batch_tokens),
+                           ("time", dt)):
+            window[key] += value
+        tps = window["tokens"] / max(window["time"], 1e-9)
+        self.monitor.step(state.step, loss=step_loss, tok_s=round(tps), lr=lr)
+        if state.step % self.cfg.log_every == 0 or state.step in (1, self.p.steps):
+            rec = {"kind": "train", "step": state.step, "tokens": state.tokens,
+                   "loss": window["loss"] / window["n"], "lr": lr, "grad_norm": norm,
+                   "tokens_per_s": tps, "elapsed_s": self.elapsed()}
+            self.metrics.write(rec)
+            self.monitor.log(state.step, {f"train/{k}": v for k, v in rec.items()
+                                          if k not in ("kind", "step")})
+            self.window = dict.fromkeys(window, 0.0)
+
+    def validate(self) -> float:
+        state = self.state
+        self.last_val = _evaluate(self.raw, self.val_windows, self.ctx, self.autocast)
+        self.last_val_step = state.step
+        self.metrics.write({"kind": "val", "step": state.step, "tokens": state.tokens,
+                            "val_loss": self.last_val, "elapsed_s": self.elapsed()})
+        self.monitor.log(state.step, {"val/loss": self.last_val})
+        self.monitor.write(f"step {state.step}/{self.p.steps}: val loss {self.last_val:.4f}, "
+                           f"elapsed {format_duration(self.elapsed())}, ETA {self.eta()}")
+        return self.last_val
 
 
 def _prepare_model(cfg: TrainConfig, p: RunPlan, ctx: Dist):
