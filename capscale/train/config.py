@@ -132,7 +132,7 @@ class TrainConfig:
                                "(unified paper: fw, rms, b-rms = RBBM, a-b-rms)",
                                choices=SPARSE_RULES)
     sparse_p: float = setting(0.2, "compression", "median deviation p of rms/b-rms",
-                              kind="number", **FRACTION)
+                              kind="number", lo=0, hi=0.5, lo_open=True, hi_open=True)
     sparse_area: float = setting(0.5, "compression", "band area a of a-b-rms", kind="number",
                                  **FRACTION)
     # data
