@@ -51,6 +51,16 @@ def _magnitude(x: torch.Tensor) -> torch.Tensor:
     return torch.nan_to_num(x.abs(), nan=math.inf, posinf=math.inf)
 
 
+def _scored_scopes(x2d, active, per_row: bool):
+    """Magnitudes as one row per selection scope (each row, or the whole tensor), the
+    inactive ones at -inf, and how many entries of each scope are active."""
+    score = _neg_inf_where_inactive(_magnitude(x2d), active)
+    view = score if per_row else score.reshape(1, -1)
+    if active is None:
+        return view, torch.full((view.shape[0], 1), view.shape[1], device=x2d.device)
+    return view, (active if per_row else active.reshape(1, -1)).sum(dim=1, keepdim=True)
+
+
 def _neg_inf_where_inactive(score: torch.Tensor, active: torch.Tensor | None) -> torch.Tensor:
     if active is None:
         return score
@@ -77,12 +87,7 @@ class MagnitudeSparsity(Part):
 
     def apply(self, x2d, active):
         rows, cols = x2d.shape
-        score = _neg_inf_where_inactive(_magnitude(x2d), active)
-        view = score if self.per_row else score.reshape(1, -1)
-        if active is None:
-            n_active = torch.full((view.shape[0], 1), view.shape[1], device=x2d.device)
-        else:
-            n_active = (active if self.per_row else active.reshape(1, -1)).sum(dim=1, keepdim=True)
+        view, n_active = _scored_scopes(x2d, active, self.per_row)
         n_keep = n_active - torch.round(n_active * self.sparsity).to(torch.long)
         keep = keep_largest(view, n_keep).reshape(rows, cols)
         if active is not None:
@@ -167,12 +172,7 @@ class Outliers(Part):
 
     def apply(self, x2d, active):
         rows, cols = x2d.shape
-        score = _neg_inf_where_inactive(_magnitude(x2d), active)
-        view = score if self.per_row else score.reshape(1, -1)
-        if active is None:
-            n_active = torch.full((view.shape[0], 1), view.shape[1], device=x2d.device)
-        else:
-            n_active = (active if self.per_row else active.reshape(1, -1)).sum(dim=1, keepdim=True)
+        view, n_active = _scored_scopes(x2d, active, self.per_row)
         n_out = torch.round(n_active * self.fraction).to(torch.long)
         outlier = keep_largest(view, n_out).reshape(rows, cols)
         inlier = ~outlier if active is None else active & ~outlier
