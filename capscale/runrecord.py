@@ -33,6 +33,8 @@ CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 RESULT = "result.json"
+# in a run folder taken from another sweep's folder instead of trained again: where it came from
+REUSED = "reused.json"
 
 # ---------------------------------------------------------------- statuses
 

@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                           "train nothing")
     run.add_argument("--bootstrap", type=COUNT0, default=400, help="bootstrap resamples (400)")
     run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.add_argument("--reuse", action="append", default=[], metavar="DIR",
+                     help="copy in finished runs of the same settings from another study or "
+                          "sweep folder instead of training them again (repeatable)")
     rep = sub.add_parser("report", help="analyse a study folder and write its report",
                          description="Analyse the finished runs of a study folder: ρ per "
                          "representation with intervals, the paper's claims checked, the "
@@ -68,10 +71,12 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         from capscale.studies.design import print_plan
 
-        print_plan(args.name, args.scale, out, launcher=args.launcher, jobs=args.jobs)
+        print_plan(args.name, args.scale, out, launcher=args.launcher, jobs=args.jobs,
+                   reuse=args.reuse)
         return 0
     outcome = st.run_study(args.name, out, scale=args.scale, jobs=args.jobs,
-                           threads=args.threads, launcher=args.launcher, quiet=args.quiet)
+                           threads=args.threads, launcher=args.launcher, quiet=args.quiet,
+                           reuse=args.reuse)
     if not outcome.ok:
         print(f"capscale study: some runs failed (logs in {out}); run the same command again "
               "to retry them")

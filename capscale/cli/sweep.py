@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="slurm --sbatch: a task warned of its time limit (SIGUSR1) or preempted "
                         "(SIGTERM) checkpoints, stops and requeues itself to resume")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--reuse", action="append", default=[], metavar="DIR",
+                   help="copy in finished runs of the same settings from this sweep or study "
+                        "folder instead of training them again (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     out = run_sweep(spec, args.out, launcher=args.launcher, jobs=args.jobs, threads=args.threads,
                     gpus_per_run=args.gpus_per_run, dry_run=args.dry_run,
                     collect_only=args.collect, sbatch=args.sbatch, wait=args.wait,
-                    quiet=args.quiet, requeue=args.requeue)
+                    quiet=args.quiet, requeue=args.requeue, reuse=args.reuse)
     if args.dry_run:  # what each ρ's interval would be, before a step is trained
         from capscale.studies.design import describe, simulate
 

@@ -301,16 +301,19 @@ def read_study_file(out: Path) -> dict:
 
 
 def run_study(name: str, out: str | Path, *, scale: str = "cpu", jobs: int | None = None,
-              threads: int | None = None, launcher: str | None = None, quiet: bool = False):
+              threads: int | None = None, launcher: str | None = None, quiet: bool = False,
+              reuse=()):
     """Train the study's runs into ``out`` through the sweep engine (finished runs are kept;
-    a second call resumes), then return the sweep outcome. Times the launch."""
+    a second call resumes; finished runs of the same settings in the ``reuse`` folders are
+    copied in), then return the sweep outcome. Times the launch."""
     from capscale.sweep import run_sweep
 
     out = Path(out)
     spec = study_spec(name, scale)
     write_study_file(out, name, scale)
     t0 = time.perf_counter()
-    outcome = run_sweep(spec, out, launcher=launcher, jobs=jobs, threads=threads, quiet=quiet)
+    outcome = run_sweep(spec, out, launcher=launcher, jobs=jobs, threads=threads, quiet=quiet,
+                        reuse=reuse)
     info = read_study_file(out)
     info.setdefault("launches", []).append({"seconds": round(time.perf_counter() - t0, 1),
                                             "ended": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

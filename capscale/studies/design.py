@@ -179,14 +179,14 @@ def describe(table: pd.DataFrame) -> str:
 
 
 def print_plan(name: str, scale: str, out: Path, *, launcher: str | None = None,
-               jobs: int | None = None) -> None:
+               jobs: int | None = None, reuse=()) -> None:
     """A study's dry run: its runs and cost (as ``capscale sweep --dry-run``), its estimated
     CPU time, and the design check."""
     from capscale.studies import cpu_seconds, study_spec
     from capscale.sweep import run_sweep
 
     spec = study_spec(name, scale)
-    run_sweep(spec, out, launcher=launcher, jobs=jobs, dry_run=True)
+    run_sweep(spec, out, launcher=launcher, jobs=jobs, dry_run=True, reuse=reuse)
     if scale == "cpu":
         print(f"CPU time: about {cpu_seconds(spec) / 3600:.1f} h on a quiet 2-core machine, two "
               "runs at once")

@@ -17,6 +17,7 @@ import pandas as pd
 from capscale.errors import CapscaleError
 from capscale.runrecord import DIVERGED, FINISHED, PENDING, UNFINISHED
 from capscale.sweep import cost as cost_mod
+from capscale.sweep import reuse as reuse_mod
 from capscale.sweep import slurm as slurm_mod
 from capscale.sweep.advice import fit_advice
 from capscale.sweep.local import Progress, launch_local
@@ -114,14 +115,16 @@ def run_sweep(spec: SweepSpec, root: str | Path | None = None, *, launcher: str 
               jobs: int | None = None, threads: int | None = None,
               gpus_per_run: int | None = None, dry_run: bool = False, collect_only: bool = False,
               sbatch: bool = False, wait: bool = False, quiet: bool = False,
-              requeue: bool = False) -> SweepOutcome:
+              requeue: bool = False, reuse=()) -> SweepOutcome:
     """Bring every run of ``spec`` to an end (or submit it), then write the tables.
 
     ``launcher``/``jobs``/``threads``/``gpus_per_run`` default to the spec's ``[launcher]``
     table, then to local, one run at a time, all cores, one process per run (torchrun: every
     visible GPU). ``dry_run`` prints the plan and changes nothing; ``collect_only`` writes the
     tables from the folders as they are; ``sbatch`` (slurm) writes a job-array script instead
-    of submitting; ``wait`` (slurm) waits for the submitted jobs.
+    of submitting; ``wait`` (slurm) waits for the submitted jobs. ``reuse`` names other sweep
+    or study folders whose finished runs of the same settings are copied in instead of being
+    trained again (:mod:`capscale.sweep.reuse`).
     """
     root = Path(root) if root is not None else spec.default_root()
     cfg = spec.launcher
@@ -148,6 +151,10 @@ def run_sweep(spec: SweepSpec, root: str | Path | None = None, *, launcher: str 
                             "torchrun for several GPUs per run")
     if dry_run:
         text = plan_text(spec, root, launcher, jobs, gpus_per_run)
+        if reuse:
+            found = reuse_mod.reusable(spec, root, reuse)
+            text += (f"\nreuse: {len(found)} pending run(s) would be copied from "
+                     f"{', '.join(map(str, reuse))} instead of trained")
         if launcher == "slurm":
             names = [r.name for r in spec.runs]
             request = _slurm_request(spec)
@@ -166,6 +173,11 @@ def run_sweep(spec: SweepSpec, root: str | Path | None = None, *, launcher: str 
     root.mkdir(parents=True, exist_ok=True)
     with LaunchLock(root, runs_key(spec), f"spec {spec.source}"):
         check_unchanged(spec, root)
+        found = reuse_mod.reusable(spec, root, reuse) if reuse else {}
+        if found:
+            reuse_mod.take_finished(found, root)
+            _say(f"[sweep] reused {len(found)} finished run(s) from {', '.join(map(str, reuse))}",
+                 quiet)
         return _launch(spec, root, launcher, jobs, threads, gpus_per_run, collect_only, sbatch,
                        wait, quiet, requeue)
 
