@@ -85,7 +85,10 @@ def config_from_args(args):
     if "size" not in given and all(k in given for k in ("n_layer", "n_embd", "n_head")):
         given["size"] = None
     cfg = TrainConfig(**given)
-    return cfg if cfg.out is not None else replace(cfg, out=default_out(cfg))
+    if cfg.out is not None:
+        return cfg
+    cfg.validate()  # its messages first: the default folder name needs a valid shape
+    return replace(cfg, out=default_out(cfg))
 
 
 def to_argv(cfg) -> list[str]:

@@ -152,7 +152,7 @@ def run_sweep(spec: SweepSpec, root: str | Path | None = None, *, launcher: str 
     if dry_run:
         text = plan_text(spec, root, launcher, jobs, gpus_per_run)
         if reuse:
-            found = reuse_mod.reusable(spec, root, reuse)
+            found = reuse_mod.reusable(spec, root, reuse, _on_gpu(launcher, gpus_per_run))
             text += (f"\nreuse: {len(found)} pending run(s) would be copied from "
                      f"{', '.join(map(str, reuse))} instead of trained")
         if launcher == "slurm":
@@ -173,13 +173,22 @@ def run_sweep(spec: SweepSpec, root: str | Path | None = None, *, launcher: str 
     root.mkdir(parents=True, exist_ok=True)
     with LaunchLock(root, runs_key(spec), f"spec {spec.source}"):
         check_unchanged(spec, root)
-        found = reuse_mod.reusable(spec, root, reuse) if reuse else {}
-        if found:
-            reuse_mod.take_finished(found, root)
-            _say(f"[sweep] reused {len(found)} finished run(s) from {', '.join(map(str, reuse))}",
+        if reuse and not collect_only:  # --collect writes the tables of the folders as they are
+            found = reuse_mod.reusable(spec, root, reuse, _on_gpu(launcher, gpus_per_run))
+            copied = reuse_mod.take_finished(found, root)
+            _say(f"[sweep] reused {copied} finished run(s) from {', '.join(map(str, reuse))}",
                  quiet)
         return _launch(spec, root, launcher, jobs, threads, gpus_per_run, collect_only, sbatch,
                        wait, quiet, requeue)
+
+
+def _on_gpu(launcher: str, gpus_per_run: int) -> bool:
+    """Whether the runs of this launch train on a GPU (what ``device = "auto"`` picks)."""
+    if launcher == "slurm":
+        return gpus_per_run > 0
+    from capscale.sweep.local import visible_gpus
+
+    return bool(visible_gpus())
 
 
 def _launch(spec: SweepSpec, root: Path, launcher: str, jobs: int, threads: int | None,

@@ -82,7 +82,8 @@ def _train_fields() -> dict[str, tuple]:
     description of each key a spec may set (capscale.train.config)."""
     from capscale.train import TrainConfig
 
-    return {f.name: (f.metadata["setting"], f.default is None) for f in fields(TrainConfig)}
+    return {f.name: (f.metadata["setting"], f.metadata["setting"].optional)
+            for f in fields(TrainConfig)}
 
 
 # the Python type a setting's kind holds, as the spec's messages name it

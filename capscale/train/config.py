@@ -13,6 +13,8 @@ check their keys and values, and :meth:`TrainConfig.validate` checks a config.
 from __future__ import annotations
 
 import math
+import numbers
+import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING
 
@@ -70,6 +72,7 @@ class Setting:
     valid: str | None = None  # how the range reads in an error, when not "in [lo, hi]"
     flag: str | None = None  # the command-line flag, when not --field-name
     metavar: str | None = None
+    optional: bool = False  # None is a valid value (set from a default of None)
 
     def range_text(self) -> str:
         if self.valid:
@@ -90,6 +93,7 @@ class Setting:
 def setting(default, group: str, doc: str, **kw):
     """A dataclass field described by a :class:`Setting`."""
     assert group in GROUPS and kw.get("kind", "text") in KINDS
+    kw.setdefault("optional", default is None)
     return field(default=default, metadata={"setting": Setting(group, doc, **kw)})
 
 
@@ -104,7 +108,7 @@ class TrainConfig:
 
     # model: a named size, or an explicit shape
     size: str | None = setting(
-        "30M", "model", f"named size: {', '.join(SIZES)}")
+        "30M", "model", f"named size: {', '.join(SIZES)}", optional=True)
     n_layer: int | None = setting(None, "model", "number of blocks (overrides the size's)",
                                   kind="int", **AT_LEAST_1)
     n_embd: int | None = setting(None, "model", "width (overrides the size's)", kind="int",
@@ -256,26 +260,40 @@ def settings() -> dict[str, Setting]:
 
 
 def _check_setting(name: str, v, s: Setting) -> None:
-    """``v`` of the kind, among the choices and in the range of ``s`` (None passes where the
-    default is None; NaN and inf never do: a negative gradient clip would reverse the
+    """``v`` of the kind, among the choices and in the range of ``s`` (None only where the
+    setting is optional; NaN and inf never: a negative gradient clip would reverse the
     gradients, eps 0 divides by zero, a final LR above the peak is no decay)."""
     label = name.replace("_", "-")
     if v is None:
-        return  # optional settings; a required one set to None fails where it is used
-    if s.kind == "switch":
-        ok = isinstance(v, bool)
-    elif s.kind == "text":
-        ok = isinstance(v, str)
-    else:
-        ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-              and (s.kind == "number" or float(v).is_integer()))
-    if not ok:
-        kind = {"switch": "true or false", "text": "text", "number": "a finite number"}
-        raise CapscaleError(f"{label}={v!r}: must be {kind.get(s.kind, 'a whole number')}")
+        if s.optional:
+            return
+        raise CapscaleError(f"{label}=None: must be {_KIND_TEXT[s.kind]} (leave it out for the "
+                            "default)")
+    if not _of_kind(v, s.kind):
+        raise CapscaleError(f"{label}={v!r}: must be {_KIND_TEXT[s.kind]}")
     if s.choices and v not in s.choices:
         raise CapscaleError(f"{label} {v!r}: use one of {', '.join(s.choices)}")
     if (s.lo is not None or s.hi is not None) and not s.in_range(v):
         raise CapscaleError(f"{label}={v}: must be {s.range_text()}")
+
+
+_KIND_TEXT = {"switch": "true or false", "text": "text", "number": "a finite number",
+              "int": "a whole number", "count": "a whole number"}
+
+
+def _of_kind(v, kind: str) -> bool:
+    """Whole numbers are any integer type (numpy's too) but bool, compared without a float
+    conversion (an integer of 400 digits is out of range, not an overflow); text may be a
+    path."""
+    if kind == "switch":
+        return isinstance(v, bool)
+    if kind == "text":
+        return isinstance(v, (str, os.PathLike))
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        return False
+    if kind == "number":
+        return math.isfinite(v)
+    return isinstance(v, numbers.Integral)
 
 
 @dataclass(frozen=True)

@@ -347,6 +347,8 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
     info = format_info(compression["w_format"], compression["a_format"]) if ctx.is_main else {}
     state, metrics = _start_or_restore(run_dir, resuming, cfg, p, ctx, raw, optimizer, info,
                                        compression, data, compute_dtype)
+    batches = (data.train_batches(p.batch_size, cfg.seq_len, cfg.seed),
+               list(data.val_batches(p.micro_batch, cfg.seq_len, cfg.val_tokens)))
     monitor = Monitor(
         p.steps, state.step, enabled=ctx.is_main, progress=cfg.progress,
         tensorboard_dir=str(run_dir / "tensorboard") if (cfg.tensorboard and run_dir) else None,
@@ -354,7 +356,7 @@ def _train(cfg: TrainConfig, data: RunData | None, resume: bool, ctx: Dist) -> d
         run_name=run_dir.name if run_dir else None)
     rules = trained_rules(compression, cfg.grad)
     _announce(monitor, cfg, p, ctx, compression, rules, data, compute_dtype)
-    loop = _Loop(cfg, p, ctx, run_dir, raw, model, optimizer, autocast, data, state, metrics,
+    loop = _Loop(cfg, p, ctx, run_dir, raw, model, optimizer, autocast, batches, state, metrics,
                  monitor)
     loop.announce_estimate()
     try:
@@ -409,13 +411,14 @@ class _Loop:
     divergence, or a stop signal), with its logging, validation and checkpoints."""
 
     def __init__(self, cfg: TrainConfig, p: RunPlan, ctx: Dist, run_dir: Path | None,
-                 raw: nn.Module, model: nn.Module, optimizer, autocast, data: RunData,
+                 raw: nn.Module, model: nn.Module, optimizer, autocast, batches: tuple,
                  state: TrainState, metrics: records.MetricsLog, monitor: Monitor):
+        """``batches``: the training batch of each step (a function) and the validation
+        windows."""
         self.cfg, self.p, self.ctx, self.run_dir = cfg, p, ctx, run_dir
         self.raw, self.model, self.optimizer, self.autocast = raw, model, optimizer, autocast
         self.state, self.metrics, self.monitor = state, metrics, monitor
-        self.get_batch = data.train_batches(p.batch_size, cfg.seq_len, cfg.seed)
-        self.val_windows = list(data.val_batches(p.micro_batch, cfg.seq_len, cfg.val_tokens))
+        self.get_batch, self.val_windows = batches
         per_rank = p.batch_size // ctx.world_size
         self.mine = slice(ctx.rank * per_rank, (ctx.rank + 1) * per_rank)
         self.params = [q for q in raw.parameters() if q.requires_grad]

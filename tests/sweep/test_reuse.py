@@ -11,7 +11,7 @@ from capscale import runrecord
 from capscale.cli import main
 from capscale.errors import CapscaleError
 from capscale.sweep import run_sweep, spec_from_text
-from capscale.sweep.reuse import reusable
+from capscale.sweep.reuse import reusable, take_finished
 
 SPEC = """
 name = "reuse-test"
@@ -26,10 +26,11 @@ tokens = 20480
 """
 
 
-def _finished(folder, cfg, loss=3.0, result=True):
+def _finished(folder, cfg, loss=3.0, result=True, dtype="fp32"):
     """A run folder as the trainer leaves it (config, checkpoint, result), without training."""
     folder.mkdir(parents=True)
-    (folder / runrecord.CONFIG).write_text(json.dumps({"config": cfg.to_dict()}))
+    (folder / runrecord.CONFIG).write_text(json.dumps(
+        {"config": cfg.to_dict(), "environment": {"compute_dtype": dtype}, "formats": {}}))
     (folder / runrecord.CHECKPOINTS).mkdir()
     (folder / runrecord.CHECKPOINTS / "step_20.pt").write_bytes(b"weights")
     if result:
@@ -56,12 +57,17 @@ def test_only_runs_of_the_same_settings_are_copied_in(tmp_path, spec):
     found = reusable(spec, root, [src])
     assert found == {same.name: src / "any-name-at-all"}
 
-    outcome = run_sweep(spec, root, reuse=[src], collect_only=True, quiet=True)
+    # --collect writes the tables of the folders as they are: nothing is copied
+    run_sweep(spec, root, reuse=[src], collect_only=True, quiet=True)
+    assert not (root / same.name).exists()
+    assert take_finished(found, root) == 1
+    outcome = run_sweep(spec, root, collect_only=True, quiet=True)
     copied = root / same.name
     assert runrecord.read_result(copied)["loss"] == 2.5
     assert not (copied / runrecord.CHECKPOINTS).exists()
-    assert json.loads((copied / runrecord.REUSED).read_text())["from"] == str(
-        (src / "any-name-at-all").resolve())
+    origin = str((src / "any-name-at-all").resolve())
+    assert json.loads((copied / runrecord.REUSED).read_text()) == {"from": origin,
+                                                                   "trained_in": origin}
     status = dict(zip(outcome.status["name"], outcome.status["status"]))
     assert status[same.name] == runrecord.FINISHED
     assert status[spec.runs[1].name] == runrecord.PENDING  # lr differs: trained, not reused
@@ -85,3 +91,24 @@ def test_a_source_that_is_not_a_folder_is_named(tmp_path, spec, capsys):
     path.write_text(SPEC)
     assert main(["sweep", str(path), "--dry-run", "--reuse", str(tmp_path / "missing")]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_copies_in_progress_other_dtypes_and_copies_of_copies(tmp_path, spec):
+    """A hidden half-copy in a source is never taken; a run computed in bf16 does not stand
+    for one this CPU sweep computes in fp32; a copy of a copy names where it was trained."""
+    src, root, third = tmp_path / "other", tmp_path / "here", tmp_path / "third"
+    run = spec.runs[0]
+    _finished(src / f".{run.name}.reuse", run.config, loss=1.0)
+    assert reusable(spec, root, [src]) == {}
+    _finished(src / "bf16", run.config, dtype="bf16")
+    assert reusable(spec, root, [src]) == {}
+    assert reusable(spec, root, [src], on_gpu=True) == {run.name: src / "bf16"}
+    _finished(src / "fp32", run.config, loss=2.0)
+    take_finished(reusable(spec, root, [src]), root)
+    take_finished(reusable(spec, third, [root]), third)
+    record = json.loads((third / run.name / runrecord.REUSED).read_text())
+    assert record == {"from": str((root / run.name).resolve()),
+                      "trained_in": str((src / "fp32").resolve())}
+    (root / f".{spec.runs[1].name}.reuse").mkdir()  # a copy cut short: cleared next time
+    take_finished({}, root)
+    assert not list(root.glob(".*.reuse"))

@@ -82,3 +82,44 @@ def test_a_sweep_spec_is_checked_against_the_same_settings(tmp_path, capsys):
 
 def test_every_field_has_exactly_one_setting():
     assert [f.name for f in fields(TrainConfig)] == list(settings())
+
+
+@pytest.mark.parametrize("name", ["grad_clip", "optimizer", "dtype", "warmup", "tokens_per_param",
+                                  "log_every", "clip_scale", "sparse_p"])
+def test_none_is_refused_where_the_setting_is_not_optional(name):
+    with pytest.raises(CapscaleError, match=name.replace("_", "-") + "=None: must be"):
+        TrainConfig(size="30k", **{name: None}).validate()
+    TrainConfig(size=None, n_layer=2, n_embd=64, n_head=2, lr=None, steps=None).validate()
+
+
+def test_library_values_of_the_right_kind_are_taken():
+    import pathlib
+
+    import numpy as np
+
+    TrainConfig(size="30k", out=pathlib.Path("runs/x"), seq_len=np.int64(64),
+                batch_tokens=np.int64(1024), lr=np.float64(1e-3), seed=np.int32(3)).validate()
+
+
+def test_an_integer_too_large_for_a_float_is_out_of_range_not_a_crash(capsys):
+    huge = 10 ** 400
+    with pytest.raises(CapscaleError, match="tokens=1000.*at most 1e\\+15"):
+        TrainConfig(size="30k", tokens=huge).validate()
+    assert main(["train", "--size", "30k", "--tokens", str(huge), "--out", "x"]) == 2
+    assert "at most 1e+15" in capsys.readouterr().err
+
+
+def test_the_default_folder_is_named_after_the_checks():
+    with pytest.raises(CapscaleError, match="n-layer=0: must be >= 1"):
+        cli.config_from_args(_parser().parse_args(["--n-layer", "0", "--n-embd", "64",
+                                                   "--n-head", "2"]))
+
+
+def test_a_spec_given_as_a_dict_may_leave_the_size_to_an_explicit_shape():
+    from capscale.sweep.spec import spec_from_dict
+
+    spec = spec_from_dict({"grid": {"size": [None], "n_layer": [2], "n_embd": [64],
+                                    "n_head": [2]},
+                           "train": {"tokenizer": "train:spm:512", "seq_len": 64,
+                                     "batch_tokens": 1024, "tokens": 20480}}, source="d")
+    assert spec.runs[0].config.size is None and spec.runs[0].name.startswith("L2d64h2")
