@@ -342,7 +342,8 @@ def report_study(out: str | Path, *, n_bootstrap: int = N_BOOTSTRAP, quiet: bool
     write_table(res.checks, out / "checks.csv")
     rep_ = Report(out / "report", f"capscale study {info['study']}",
                   subtitle=f"{len(res.runs)} of {len(spec.runs)} runs finished "
-                           f"({info['scale']} scale: {scale_ladder(info['scale']).about}).")
+                           f"({info['scale']} scale: "
+                           f"{study_ladder(study(info['study']), info['scale']).describe()}).")
     add_report_section(rep_, res)
     path = rep_.write()
     if not quiet:

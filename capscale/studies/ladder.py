@@ -34,6 +34,11 @@ class Ladder:
     dense_seeds: tuple[int, ...] = (0,)
     compressed_seeds: tuple[int, ...] = (0,)
 
+    def describe(self) -> str:
+        """``about``, with the seeds at the compressed budget (a study sets its own)."""
+        n = len(self.compressed_seeds)
+        return f"{self.about}; {n} seed{'s' if n > 1 else ''} at the compressed budget"
+
 
 # One shape family: 2 blocks, head dimension 8, widths 16-48 (N 6.7k-60k non-embedding), all at
 # learning rate 4e-3 (capscale.model.presets); dense runs at token budgets 256k-1M (1,024 tokens,
@@ -55,8 +60,7 @@ CPU = Ladder(
            "batch_tokens": 1024, "val_tokens": 65536, "eval_every": 1000000},
     launcher={"jobs": 2, "threads": 1},
     about="2-block Llama models of width 16-48 (7k-60k parameters) on the embedded "
-          "Wikipedia corpus, 256k-1M tokens; compressed runs at 1M tokens, widths 24-40, "
-          "two seeds at 1M",
+          "Wikipedia corpus, 256k-1M tokens; compressed runs at 1M tokens, widths 24-40",
     dense_seeds=(0, 1),
     compressed_seeds=(0, 1),
 )

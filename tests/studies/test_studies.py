@@ -244,3 +244,12 @@ def test_every_study_design_identifies_its_capacities_at_cpu_scale(name):
     assert len(t) > 0
     assert (t["width"] < IDENTIFIED_WIDTH).all(), t[["format", "width"]].to_string()
     assert t["identified"].all()
+
+
+def test_a_study_describes_its_ladder_with_its_own_seeds():
+    for name in ("fp", "noise"):
+        s = st.study(name)
+        text = st.study_ladder(s, "cpu").describe()
+        assert text.endswith(f"; {s.cpu_seeds} seeds at the compressed budget")
+    assert st.study_ladder(st.study("fp"), "paper").describe().endswith(
+        "; 1 seed at the compressed budget")
