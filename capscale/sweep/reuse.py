@@ -5,9 +5,10 @@ same INT4/6/8 runs with trust estimation. ``--reuse DIR`` looks in other sweep o
 folders for finished runs that compute exactly what a pending run of this sweep would (the
 same settings, runtime ones aside: :func:`capscale.train.records.identity`; the same compute
 dtype, which ``dtype = "auto"`` resolves by device; the same user-format sources) and copies
-them in, so that they are trained once. A copy is made beside its destination and renamed into place,
-so a run folder is never half-copied; checkpoints are left behind (a finished run needs none),
-and ``reused.json`` in the copy names the folder it came from.
+them in, so that they are trained once. A copy is made beside its destination and renamed
+into place, so a run folder is never half-copied; checkpoints are left behind (a finished run
+needs none), and ``reused.json`` in the copy names the folder it came from and the one that
+trained it.
 """
 
 from __future__ import annotations
