@@ -63,12 +63,9 @@ def default_out(cfg) -> str:
     def slug(s: str) -> str:
         return re.sub(r"[^A-Za-z0-9.+_-]+", "_", s)
 
-    size = cfg.size
-    if size is None or any(getattr(cfg, k) is not None for k in ("n_layer", "n_embd", "n_head")):
-        from capscale.train.config import model_config
+    from capscale.train.config import size_label
 
-        m = model_config(cfg, 1)
-        size = f"L{m.n_layer}d{m.n_embd}h{m.n_head}"
+    size = size_label(cfg)
     if cfg.arch != "llama":
         size = f"{cfg.arch}-{size}"
     return f"runs/{slug(size)}-w{slug(cfg.w_format)}-a{slug(cfg.a_format)}-s{cfg.seed}"

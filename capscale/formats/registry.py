@@ -199,6 +199,12 @@ def plugin_records(fmt) -> dict[str, dict]:
     return out
 
 
+def plugin_signature(records: dict[str, dict]) -> str | None:
+    """The user formats of :func:`plugin_records` as one line, ``name@sha256 ...``: what a run
+    record keeps to tell whether a run was trained with the same plugin sources."""
+    return " ".join(f"{n}@{p['sha256']}" for n, p in records.items()) or None
+
+
 def load_plugin(ref: str) -> list[str]:
     """Import a plugin file (``path/to/formats.py``) or module (``mypkg.formats``) and return
     the names it registered. Loading the same plugin twice does nothing the second time."""

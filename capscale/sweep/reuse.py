@@ -67,13 +67,10 @@ def compute_dtype(cfg, on_gpu: bool) -> str:
 def planned_plugins(cfg) -> tuple:
     """The user formats' names and source hashes a run of ``cfg`` would record."""
     from capscale.formats import parse_format
-    from capscale.formats.registry import plugin_records
+    from capscale.formats.registry import plugin_records, plugin_signature
 
-    out = []
-    for spec in (cfg.w_format, cfg.a_format):
-        plugins = plugin_records(parse_format(spec))
-        out.append(" ".join(f"{n}@{p['sha256']}" for n, p in plugins.items()) or None)
-    return tuple(out)
+    return tuple(plugin_signature(plugin_records(parse_format(spec)))
+                 for spec in (cfg.w_format, cfg.a_format))
 
 
 def reusable(spec, root: Path, sources, on_gpu: bool = False) -> dict[str, Path]:

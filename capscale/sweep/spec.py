@@ -433,14 +433,9 @@ def run_name(cfg, base_cfg=None) -> str:
     from capscale.train import TrainConfig
 
     base_cfg = base_cfg or TrainConfig()
-    custom = any(getattr(cfg, k) is not None for k in ("n_layer", "n_embd", "n_head"))
-    if cfg.size is not None and not custom:
-        size = _slug(cfg.size)
-    else:
-        from capscale.train.config import model_config
+    from capscale.train.config import size_label
 
-        m = model_config(cfg, 1)
-        size = f"L{m.n_layer}d{m.n_embd}h{m.n_head}"
+    size = _slug(size_label(cfg))
     if cfg.steps is not None:
         length = f"steps{cfg.steps}"
     elif cfg.tokens is not None:

@@ -335,6 +335,15 @@ def model_config(cfg: TrainConfig, vocab_size: int) -> LlamaConfig:
     return LlamaConfig(*shape, vocab_size=vocab_size, max_seq_len=cfg.seq_len, arch=cfg.arch)
 
 
+def size_label(cfg: TrainConfig) -> str:
+    """How run folders name the model: the size's name, or ``L{layers}d{width}h{heads}`` for
+    an explicit or overridden shape."""
+    if cfg.size is not None and all(getattr(cfg, k) is None for k in ("n_layer", "n_embd", "n_head")):
+        return cfg.size
+    m = model_config(cfg, 1)
+    return f"L{m.n_layer}d{m.n_embd}h{m.n_head}"
+
+
 def default_lr(cfg: TrainConfig, model: LlamaConfig) -> float:
     """The ladder's learning rate for a named size; for a custom shape, the rung whose
     non-embedding count is nearest in log scale."""

@@ -165,7 +165,7 @@ def format_info(w_format: str, a_format: str) -> dict:
     capacity probe), for the run record. The dense operand ("none") counts as GMSE 0, 16 bits."""
     from capscale.capacity import gmse
     from capscale.formats import parse_format
-    from capscale.formats.registry import plugin_records
+    from capscale.formats.registry import plugin_records, plugin_signature
 
     out = {}
     for role, spec in zip(OPERANDS, (w_format, a_format)):
@@ -175,8 +175,7 @@ def format_info(w_format: str, a_format: str) -> dict:
         out[operand_key("kind", role)] = parse_format(spec).kind
         plugins = plugin_records(parse_format(spec))  # user formats: name and source hash
         if plugins:
-            out[operand_key("plugin", role)] = " ".join(
-                f"{n}@{p['sha256']}" for n, p in plugins.items())
+            out[operand_key("plugin", role)] = plugin_signature(plugins)
             out[operand_key("plugins", role)] = plugins
         if spec == "none":
             out.update({g: 0.0, f"{g}_stderr": 0.0, bits: 16.0})
