@@ -7,10 +7,17 @@ budgets; on small models whose N-slope changes with D (short runs still in their
 additive law fits an average slope that matches no budget, and ρ = (loss gap)^(1/α) inherits
 that error. The budget slice needs nothing but dense runs at three or more sizes at D*.
 
+The curve (E*, A, α) is fitted to the dense runs alone; each representation's runs then set
+only their own level c_k = A·ρ_k^(−α) on that curve (least squares, closed form). So a
+representation whose loss does not follow the law's shape (LSQ at CPU scale falls far less
+with N than the dense runs) cannot bend the curve and move every other ρ, and the same runs
+give the same ρ in every study that shares the dense ladder.
+
 Intervals come from a residual bootstrap: the runs keep their sizes (so the curve stays
 identified in every resample) and each resample adds residuals to the fitted losses, drawn with
 replacement within each run's group (the dense runs, or one representation's runs) and
-inflated for the degrees of freedom the fit used.
+inflated for the degrees of freedom the fit used. Each resample refits the curve and every
+level, so the draws of all ρ are joint: ratios of capacities take their intervals from them.
 """
 
 from __future__ import annotations
@@ -54,59 +61,61 @@ class BudgetFit:
 ALPHA_GRID = np.geomspace(0.01, 3.0, 1200)  # steps of 0.5% in α
 
 
-def _design(alpha: float, x: np.ndarray, k: np.ndarray, n_keys: int) -> np.ndarray:
-    """Columns [1], then exp(−α·x) masked to the dense runs and to each key's runs: for fixed
-    α the law E + A·N^(−α) (dense) and E + A·ρ_k^(−α)·N^(−α) (key k) is linear in
-    (E, A, c_k = A·ρ_k^(−α))."""
-    z = np.exp(-alpha * (x - x.mean()))  # centred: the same fit, better conditioned
-    cols = [np.ones_like(z), np.where(k < 0, z, 0.0)]
-    cols += [np.where(k == i, z, 0.0) for i in range(n_keys)]
-    return np.column_stack(cols)
-
-
-def _at_alpha(alpha: float, x: np.ndarray, k: np.ndarray, n_keys: int, Y: np.ndarray):
-    """Least squares of every column of ``Y`` for one α, with E ≥ 0: (coef, rss), coef rows
-    E, A, c_1…c_K (A and c_k for the centred sizes)."""
-    M = _design(alpha, x, k, n_keys)
+def _curve_at(alpha: float, x: np.ndarray, Y: np.ndarray):
+    """Least squares of E + A·exp(−α·x) to every column of ``Y`` for one α, with E ≥ 0:
+    (coef rows E, A; rss). ``x`` is log N centred on the dense runs' mean (better conditioned;
+    A is then the loss above the floor at the mean size)."""
+    M = np.column_stack([np.ones_like(x), np.exp(-alpha * x)])
     coef = np.linalg.pinv(M) @ Y
     neg = coef[0] < 0
     if neg.any():  # the loss floor cannot be negative: refit those with E = 0
-        coef0 = np.linalg.pinv(M[:, 1:]) @ Y[:, neg]
-        coef[:, neg] = np.vstack([np.zeros(int(neg.sum())), coef0])
+        z = M[:, 1]
+        coef[:, neg] = np.vstack([np.zeros(int(neg.sum())), z @ Y[:, neg] / (z @ z)])
     return coef, np.sum((Y - M @ coef) ** 2, axis=0)
 
 
-def _fit_many(x: np.ndarray, k: np.ndarray, n_keys: int, Y: np.ndarray):
-    """Least squares of the budget law to each column of ``Y`` (n runs × m loss vectors),
-    profiling α over :data:`ALPHA_GRID` (E, A and the c_k are linear given α). Returns
-    (alpha, coef (rows E, A, c_k), rss) per column; α NaN where no α gives A > 0."""
+def _fit_curves(x: np.ndarray, Y: np.ndarray):
+    """The dense curve fitted to each column of ``Y`` (dense runs × m loss vectors), profiling
+    α over :data:`ALPHA_GRID` (E and A are linear given α): (alpha, coef rows E, A) per column,
+    α NaN where no α gives A > 0."""
     m = Y.shape[1]
     best_rss = np.full(m, np.inf)
     alpha_best = np.full(m, np.nan)
-    coef_best = np.full((2 + n_keys, m), np.nan)
+    coef_best = np.full((2, m), np.nan)
     for alpha in ALPHA_GRID:
-        coef, rss = _at_alpha(alpha, x, k, n_keys, Y)
+        coef, rss = _curve_at(alpha, x, Y)
         better = (rss < best_rss) & (coef[1] > 0)
         best_rss[better] = rss[better]
         alpha_best[better] = alpha
         coef_best[:, better] = coef[:, better]
-    return alpha_best, coef_best, best_rss
+    return alpha_best, coef_best
 
 
-def _refine(alpha0: float, x, k, n_keys, y) -> tuple[float, np.ndarray]:
+def _refine(alpha0: float, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     """The point estimate's α between the grid neighbours of the best grid value."""
     i = int(np.argmin(np.abs(ALPHA_GRID - alpha0)))
     lo, hi = ALPHA_GRID[max(i - 1, 0)], ALPHA_GRID[min(i + 1, ALPHA_GRID.size - 1)]
 
     def rss(a):
-        coef, r = _at_alpha(a, x, k, n_keys, y[:, None])
+        coef, r = _curve_at(a, x, y[:, None])
         return float(r[0]) if coef[1, 0] > 0 else np.inf
 
     a = float(minimize_scalar(rss, bounds=(lo, hi), method="bounded",
                               options={"xatol": 1e-6 * alpha0}).x)
     if rss(a) > rss(alpha0):
         a = alpha0
-    return a, _at_alpha(a, x, k, n_keys, y[:, None])[0][:, 0]
+    return a, _curve_at(a, x, y[:, None])[0][:, 0]
+
+
+def _levels(alpha, E, x: np.ndarray, k: np.ndarray, n_keys: int, Y: np.ndarray) -> np.ndarray:
+    """c_k = A·ρ_k^(−α) per key (rows) and column: the least-squares level of each key's runs
+    on the curve of that column's α and E (closed form: Σz(y−E) / Σz², z = exp(−α·x))."""
+    out = np.empty((n_keys, Y.shape[1]))
+    for i in range(n_keys):
+        sel = k == i
+        z = np.exp(-np.outer(x[sel], alpha))
+        out[i] = np.sum(z * (Y[sel] - E), axis=0) / np.sum(z * z, axis=0)
+    return out
 
 
 def _rho(alpha, A, c) -> np.ndarray:
@@ -118,13 +127,22 @@ def _rho(alpha, A, c) -> np.ndarray:
     return np.exp(u)
 
 
+def _centred(N, key_index) -> tuple[np.ndarray, np.ndarray]:
+    """log N centred on the dense runs' mean, and the key index as an array."""
+    x = np.log(np.asarray(N, float))
+    k = np.asarray(key_index, int)
+    return x - x[k < 0].mean(), k
+
+
 def rho_columns(N, key_index, n_keys: int, Y: np.ndarray) -> np.ndarray:
     """ρ per key (rows) fitted to each column of ``Y`` (losses of the runs at sizes ``N``, one
     simulated or resampled experiment per column): the design check's and the bootstrap's
     refit, at the grid's resolution of α."""
-    x = np.log(np.asarray(N, float))
-    alpha, coef, _ = _fit_many(x, np.asarray(key_index, int), n_keys, np.asarray(Y, float))
-    return _rho(alpha[None, :], coef[1][None, :], coef[2:])
+    x, k = _centred(N, key_index)
+    Y = np.asarray(Y, float)
+    dense = k < 0
+    alpha, coef = _fit_curves(x[dense], Y[dense])
+    return _rho(alpha[None, :], coef[1][None, :], _levels(alpha, coef[0], x, k, n_keys, Y))
 
 
 def _resampled_residuals(resid: np.ndarray, k: np.ndarray, rng, n_bootstrap: int,
@@ -146,11 +164,10 @@ def _resampled_residuals(resid: np.ndarray, k: np.ndarray, rng, n_bootstrap: int
 
 def fit_at_budget(N, loss, key_index, keys: list[str], reference_keys: list[str], budget: float,
                   *, n_bootstrap: int = 400, seed: int = 0) -> BudgetFit:
-    """Fit E*, A, α and ρ per key to runs at one budget; ``key_index`` is −1 for dense runs
-    and the index into ``keys`` for compressed ones."""
-    x = np.log(np.asarray(N, float))
+    """Fit E*, A and α to the dense runs at one budget and ρ per key on that curve;
+    ``key_index`` is −1 for dense runs and the index into ``keys`` for compressed ones."""
+    x, k = _centred(N, key_index)
     y = np.asarray(loss, float)
-    k = np.asarray(key_index, int)
     dense = k < 0
     n_sizes = len(set(x[dense]))
     if n_sizes < 3:
@@ -158,20 +175,21 @@ def fit_at_budget(N, loss, key_index, keys: list[str], reference_keys: list[str]
                             f"more sizes there; found {n_sizes}")
     n_keys = len(keys)
     rising = np.polyfit(x[dense], y[dense], 1)[0] >= 0
-    alpha_grid = np.full(1, np.nan) if rising else _fit_many(x, k, n_keys, y[:, None])[0]
+    alpha_grid = np.full(1, np.nan) if rising else _fit_curves(x[dense], y[dense, None])[0]
     if not np.isfinite(alpha_grid[0]):
         raise CapscaleError("the dense runs' loss does not fall with N at the compressed runs' "
                             f"budget ({budget:,.0f} tokens): no ρ can be read off them")
-    alpha, coef = _refine(float(alpha_grid[0]), x, k, n_keys, y)
-    E, A, c = coef[0], coef[1], coef[2:]
-    fitted = _design(alpha, x, k, n_keys) @ coef
+    alpha, (E, A) = _refine(float(alpha_grid[0]), x[dense], y[dense])
+    c = _levels(np.array([alpha]), E, x, k, n_keys, y[:, None])[:, 0]
+    fitted = E + np.exp(-alpha * x) * np.where(dense, A, c[np.maximum(k, 0)] if n_keys else A)
     resid = y - fitted
     n, p = y.size, 3 + n_keys
     dof = n - p
     rho = _rho(alpha, A, c)
     u = np.log(rho)
+    mean_n = math.exp(float(np.log(np.asarray(N, float))[dense].mean()))
     fit = BudgetFit(budget=float(budget), keys=list(keys), reference_keys=list(reference_keys),
-                    E=float(E), A=float(A * math.exp(alpha * x.mean())), alpha=float(alpha),
+                    E=float(E), A=float(A * mean_n ** alpha), alpha=float(alpha),
                     rho={key: float(rho[i]) for i, key in enumerate(keys)},
                     residual_sd=float(np.sqrt(np.sum(resid ** 2) / dof)) if dof > 0 else math.nan,
                     n_runs=int(n),
@@ -181,6 +199,6 @@ def fit_at_budget(N, loss, key_index, keys: list[str], reference_keys: list[str]
     if n_bootstrap and dof > 0:
         rng = np.random.default_rng(seed)
         Y = fitted[:, None] + _resampled_residuals(resid, k, rng, n_bootstrap, dof)
-        draws = rho_columns(np.exp(x), k, n_keys, Y)
+        draws = rho_columns(np.asarray(N, float), k, n_keys, Y)
         fit.draws = {key: draws[i] for i, key in enumerate(keys)}
     return fit

@@ -1,6 +1,6 @@
-"""ρ at one budget: the decoupled law's N-part fitted to the dense and compressed runs at the
-budget they share, against a general least-squares fitter (scipy's curve_fit), closed-form
-data, and interval coverage over repeated noisy designs."""
+"""ρ at one budget: the decoupled law's N-part fitted to the dense runs at the budget the
+compressed runs share and each format's level on it, against a general least-squares fitter
+(scipy's curve_fit), closed-form data, and interval coverage over repeated noisy designs."""
 
 import math
 
@@ -53,22 +53,37 @@ def test_noise_free_runs_give_back_rho_and_the_curve_at_the_budget():
 
 
 def test_point_estimates_match_a_general_least_squares_fit():
+    """The curve by a general fitter on the dense runs, then each format's log ρ by a general
+    fitter on its own runs with the curve held."""
     df = design(noise=0.01, seed=3)
     df = df[df["D"] == D_STAR].reset_index(drop=True)
     keys = ["int2", "int4", "int8"]
     k = np.array([-1 if w == "none" else keys.index(w) for w in df["w_format"]])
-
-    def model(X, e, a, alpha, u2, u4, u8):
-        n, kk = X
-        u = np.select([kk == 0, kk == 1, kk == 2], [u2, u4, u8], 0.0)
-        return e + a * np.exp(-alpha * (np.log(n) + u))
-
-    p, _ = curve_fit(model, (df["N"].to_numpy(), k), df["loss"].to_numpy(),
-                     p0=[2.1, 50, 0.3, -1.5, -0.4, 0], maxfev=20000)
+    n, y = df["N"].to_numpy(), df["loss"].to_numpy()
+    dense = k < 0
+    (e, a, alpha), _ = curve_fit(lambda n, e, a, al: e + a * n ** -al, n[dense], y[dense],
+                                 p0=[2.1, 50, 0.3], maxfev=20000)
     fit = fit_at_budget(df["N"], df["loss"], k, keys, ["none/none"], D_STAR, n_bootstrap=0)
-    assert fit.alpha == pytest.approx(p[2], rel=1e-3)
-    for key, u in zip(keys, p[3:]):
+    assert fit.alpha == pytest.approx(alpha, rel=1e-3)
+    assert fit.E == pytest.approx(e, rel=1e-3)
+    for i, key in enumerate(keys):
+        (u,), _ = curve_fit(lambda n, u: e + a * np.exp(-alpha * (np.log(n) + u)), n[k == i],
+                            y[k == i], p0=[0.0])
         assert fit.rho[key] == pytest.approx(math.exp(u), rel=1e-3)
+
+
+def test_a_format_off_the_law_moves_no_other_rho():
+    """A format whose loss barely falls with N (LSQ on the CPU ladder) sets only its own level:
+    every other ρ, and every other ρ's bootstrap draws, stay as they were without it."""
+    df = design(noise=0.01, seed=4, extra_budgets=False)
+    flat = df[df["w_format"] == "int4"].assign(w_format="int3", a_format="int3")  # made flat:
+    flat["loss"] = 3.9 - 0.01 * np.log(flat["N"])
+    base, fit0 = measured_capacity(df, n_bootstrap=100, seed=2)
+    both, fit1 = measured_capacity(pd.concat([df, flat], ignore_index=True), n_bootstrap=100,
+                                   seed=2)
+    assert fit1.alpha == fit0.alpha and fit1.E == fit0.E
+    for key in fit0.keys:
+        assert fit1.rho[key] == pytest.approx(fit0.rho[key], rel=1e-12)
 
 
 def test_intervals_cover_the_truth_over_repeated_noisy_designs():
