@@ -569,9 +569,13 @@ def _interval_warnings(law: Law, best: np.ndarray, lo: np.ndarray, hi: np.ndarra
         if not (math.isfinite(lo[j]) and math.isfinite(hi[j])):
             continue
         name = law.natural_names[j]
-        if lo[j] > 0 and hi[j] / lo[j] > 100:
+        if lo[j] <= 0:
+            continue
+        span = math.log(hi[j]) - math.log(lo[j])  # in logs: hi / lo can overflow a float
+        if span > math.log(100):
+            factor = f"{math.exp(span):.3g}" if span < 700 else "over 1e300"
             out.append(f"{name} is not identified by these runs: its interval spans "
-                       f"{lo[j]:.3g} to {hi[j]:.3g} (a factor {hi[j] / lo[j]:.3g})")
+                       f"{lo[j]:.3g} to {hi[j]:.3g} (a factor {factor})")
     return out
 
 

@@ -230,6 +230,23 @@ def test_a_non_finite_interval_is_a_warning():
     assert any("B is not identified" in x and "not finite" in x for x in w)
 
 
+def test_an_interval_spanning_more_than_a_float_says_so_without_overflowing():
+    """A bootstrap interval of 1e-200 to 1e+200 (the vq study's vector curve spanned 1e217)
+    is named as unidentified; its factor is not computed as hi / lo, which overflows."""
+    import warnings
+
+    law = make_law("chinchilla", method_table().query("format == 'none'").reset_index(drop=True))
+    best = np.array([400.0, 0.34, 3.4e15, 0.36, 1.8])
+    lo = np.array([300.0, 0.3, 1e-200, 0.3, 1.7])
+    hi = np.array([500.0, 0.4, 1e200, 0.4, 1.9])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        w = fitmod._interval_warnings(law, best, lo, hi)
+    assert [x for x in w if x.startswith("B is not identified")] == [
+        "B is not identified by these runs: its interval spans 1e-200 to 1e+200 (a factor over "
+        "1e300)"]
+
+
 def test_bootstrap_resamples_within_each_format(monkeypatch):
     df = method_table(methods=(("A", 0.41),), ratios=(20, 40, 80)).drop(columns=["method"])
     # a format with two runs only: an unstratified resample loses it a quarter of the time
