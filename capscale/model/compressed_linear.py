@@ -305,14 +305,32 @@ def check_shapes(model: nn.Module) -> None:
     seen = set()
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         for name, mod in model.named_modules():
-            if not isinstance(mod, CompressedLinear):
-                continue
-            for role, comp in (("weights", mod.w_comp), ("activations", mod.a_comp)):
-                key = (id(comp.fmt), mod.in_features)
-                if comp.fmt.is_identity or key in seen:
-                    continue
-                seen.add(key)
-                try:
-                    comp._run(torch.zeros(2, mod.in_features), len(comp.fmt.parts))
-                except CapscaleError as e:
-                    raise CapscaleError(f"{name} ({role}, width {mod.in_features}): {e}") from None
+            if isinstance(mod, CompressedLinear):
+                _check_layer(mod, name, seen)
+
+
+def check_formats(model_cfg, w_format: str | Format, a_format: str | Format,
+                  grad_rule: GradRule | str = "trust") -> None:
+    """:func:`check_shapes` before any model is built: one small layer per reduction width of
+    ``model_cfg`` (a LlamaConfig), so that a sweep refuses a run whose formats cannot split its
+    model (groups of 32 over a width of 40) when it is planned, not when it starts."""
+    if _as_format(w_format).is_identity and _as_format(a_format).is_identity:
+        return
+    seen = set()
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        for what, width in model_cfg.reduction_widths.items():
+            layer = CompressedLinear(width, 1, weight_format=w_format, activation_format=a_format,
+                                     grad_rule=grad_rule, name=what)
+            _check_layer(layer, what, seen)
+
+
+def _check_layer(mod: CompressedLinear, name: str, seen: set) -> None:
+    for role, comp in (("weights", mod.w_comp), ("activations", mod.a_comp)):
+        key = (id(comp.fmt), mod.in_features)
+        if comp.fmt.is_identity or key in seen:
+            continue
+        seen.add(key)
+        try:
+            comp._run(torch.zeros(2, mod.in_features), len(comp.fmt.parts))
+        except CapscaleError as e:
+            raise CapscaleError(f"{name} ({role}, width {mod.in_features}): {e}") from None

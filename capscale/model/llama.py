@@ -85,6 +85,12 @@ class LlamaConfig:
         return m * ((hidden + m - 1) // m)
 
     @property
+    def reduction_widths(self) -> dict[str, int]:
+        """The input width of each kind of block linear, the dimension a format groups and
+        rotates over: what every compressed layer's format must be able to split."""
+        return {"attention and MLP inputs": self.n_embd, "MLP down projection": self.mlp_hidden}
+
+    @property
     def non_embedding_params(self) -> int:
         """N as the papers count it: every parameter except token embedding and LM head."""
         d, h = self.n_embd, self.mlp_hidden

@@ -34,7 +34,7 @@ def study_spec(name: str, scale: str = "cpu"):
     """The study's runs as a validated, expanded :class:`~capscale.sweep.SweepSpec`."""
     from capscale.sweep import spec_from_dict
 
-    s = study(name)
+    s = study(name).at(scale)
     lad = study_ladder(s, scale)
     d = spec_dict(f"study-{s.name}-{scale}", lad, [dict(p) for p in s.points], s.train)
     return spec_from_dict(d, source=f"study {s.name} ({scale})")
@@ -181,13 +181,14 @@ def fit_curves(df: pd.DataFrame, s: Study, n_bootstrap: int = CURVE_BOOTSTRAP) -
 
 
 def analyse(name: str, runs: pd.DataFrame, *, n_bootstrap: int = N_BOOTSTRAP,
-            seed: int = 0) -> StudyResult:
+            seed: int = 0, scale: str = "cpu") -> StudyResult:
     """ρ per representation from the decoupled fit against the study's dense runs, the
-    paper's claims checked on it, and the unified curve per compression type."""
+    paper's claims checked on it, and the unified curve per compression type (the claims of
+    the study as it runs at ``scale``)."""
     from capscale.laws import load_runs
     from capscale.laws.measure import measured_capacity
 
-    s = study(name)
+    s = study(name).at(scale)
     df = runs if "report" in getattr(runs, "attrs", {}) else load_runs(runs)
     for col in s.key_columns:
         if col not in df.columns:
@@ -337,7 +338,7 @@ def report_study(out: str | Path, *, n_bootstrap: int = N_BOOTSTRAP, quiet: bool
     if runs.empty:
         raise CapscaleError(f"{out} has no finished runs yet; run `capscale study run "
                             f"{info['study']} -o {out}`")
-    res = analyse(info["study"], runs_csv, n_bootstrap=n_bootstrap)
+    res = analyse(info["study"], runs_csv, n_bootstrap=n_bootstrap, scale=info["scale"])
     write_table(res.capacity, out / "capacity.csv")
     write_table(res.checks, out / "checks.csv")
     rep_ = Report(out / "report", f"capscale study {info['study']}",

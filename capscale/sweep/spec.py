@@ -420,9 +420,29 @@ def _plan_run(cfg, base_cfg, where: str) -> PlannedRun:
         p = plan(cfg, vocab_size=1)  # N, D and steps do not depend on the vocabulary
     except CapscaleError as e:
         raise CapscaleError(f"{where}: {e}") from None
+    _check_formats_fit(p.model, cfg, where)
     return PlannedRun(name=run_name(cfg, base_cfg), config=cfg, n_params=p.n_params,
                       tokens=p.tokens, steps=p.steps, n_layer=p.model.n_layer,
                       n_embd=p.model.n_embd)
+
+
+_FITS: set = set()  # (widths, formats, gradient rule) already checked in this process
+
+
+def _check_formats_fit(model, cfg, where: str) -> None:
+    """Refuse a run whose formats cannot split its model's layers (groups of 32 over a width of
+    40) while the sweep is planned: a dry run says so, and no run of the sweep starts."""
+    from capscale.model.compressed_linear import check_formats, grad_rule_from_config
+
+    rule = grad_rule_from_config(cfg)
+    key = (tuple(model.reduction_widths.items()), cfg.w_format, cfg.a_format, str(rule))
+    if key in _FITS:
+        return
+    try:
+        check_formats(model, cfg.w_format, cfg.a_format, rule)
+    except CapscaleError as e:
+        raise CapscaleError(f"{where}: {e}") from None
+    _FITS.add(key)
 
 
 def run_name(cfg, base_cfg=None) -> str:

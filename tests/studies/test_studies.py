@@ -21,8 +21,8 @@ E, A, ALPHA, B, BETA = 2.0, 60.0, 0.35, 150.0, 0.35
 @pytest.mark.parametrize("scale", ["cpu", "paper"])
 @pytest.mark.parametrize("name", list(st.studies()))
 def test_every_study_expands_into_its_dense_ladder_and_points(name, scale):
-    s, lad = st.study(name), st.scale_ladder(scale)
-    spec = st.study_spec(name, scale)
+    s = st.study(name).at(scale)
+    spec = st.study_spec(name, scale)  # expanding checks every run's formats fit its model
     dense = [r for r in spec.runs if rep.is_dense(r.config.w_format) and rep.is_dense(r.config.a_format)]
     lad = st.study_ladder(s, scale)
     # one dense run per size and length, one per seed at the compressed budget
@@ -50,6 +50,20 @@ def test_every_study_expands_into_its_dense_ladder_and_points(name, scale):
         assert {r.config.data for r in spec.runs} == {"c4"}
         assert all(r.tokens / r.n_params == pytest.approx(100, rel=0.01)
                    for r in spec.runs if r not in dense)
+
+
+def test_the_groups_study_takes_groups_the_cpu_models_can_hold():
+    """Groups of 32 and 128 do not divide the CPU ladder's widths (24-40, MLP down projections
+    72-120): at CPU scale the study groups in 2, 4 and 8, and keeps the paper's 8-128 there."""
+    s = st.study("groups")
+    cpu = {p["w_format"] for p in s.at("cpu").points}
+    paper = {p["w_format"] for p in s.at("paper").points}
+    assert {"int2:absmax:g2", "int4:absmax:g8", "outliers0.05+int2:absmax:g8"} <= cpu
+    assert not any(f.endswith(("g32", "g128")) for f in cpu)
+    assert {"int2:absmax:g128", "outliers0.05+int2:absmax:g128"} <= paper
+    assert [c.claim for c in s.at("cpu").checks][0] == "INT2: ρ(g2) > ρ(g8)"
+    assert [c.claim for c in s.at("paper").checks][0] == "INT2: ρ(g8) > ρ(g128)"
+    assert s.at("cpu").cpu_seeds == s.cpu_seeds and s.at("cpu").at_scale == {}
 
 
 def test_the_demo_sweep_is_a_part_of_the_cpu_ladder_with_int8_int4_int2():

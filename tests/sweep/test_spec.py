@@ -200,3 +200,59 @@ formats = ["int3"]
     assert {r.n_params for r in olmo} == {2 * (4 * 64 * 64 + 2 * 64 * 256 + 4 * 64) + 64}
     with pytest.raises(CapscaleError, match="dorefa"):
         spec_from_text('[grid]\nsize = ["30k"]\ngrad = ["dorefa"]\n' + BASE)
+
+
+def test_a_run_whose_groups_do_not_divide_its_model_is_refused_when_planned():
+    """Found running the groups study: groups of 32 over the CPU ladder's width of 40 passed
+    the dry run (and its design check) and failed at each run's start. The spec names the run,
+    the layer and what would divide it before anything is launched."""
+    text = BASE + """
+[grid]
+size = ["cpu-w32", "cpu-w40"]
+tokens = [262144]
+w_format = ["int2:absmax:g32"]
+"""
+    with pytest.raises(CapscaleError) as e:
+        spec_from_text(text)
+    msg = str(e.value)
+    assert "size=cpu-w40" in msg and "w_format=int2:absmax:g32" in msg
+    assert "width 40" in msg and "multiple of 32" in msg
+    fine = text.replace('"cpu-w40"', '"cpu-w24"').replace("g32", "g8")
+    assert len(spec_from_text(fine).runs) == 2
+
+
+def test_checking_formats_before_the_model_agrees_with_the_built_model():
+    """check_formats (one small layer per reduction width) refuses exactly what the built
+    model's check_shapes refuses, names the widths the model's linears really have, and leaves
+    the random state that model initialisation will draw from untouched."""
+    import torch
+
+    from capscale.model import Llama
+    from capscale.model.compressed_linear import (CompressedLinear, check_formats, check_shapes,
+                                                  compress_model)
+    from capscale.model.llama import LlamaConfig
+
+    cfg = LlamaConfig(n_layer=1, n_embd=40, n_head=5, vocab_size=16)
+    model = Llama(cfg)
+    widths = {m.in_features for m in model.modules() if isinstance(m, torch.nn.Linear)
+              and m is not getattr(model, "lm_head", None)}
+    assert widths == set(cfg.reduction_widths.values()) == {40, 120}
+    for w, a in [("int2:absmax:g8", "none"), ("int2:absmax:g32", "none"), ("none", "nvfp4"),
+                 ("int4:had", "int4:had"), ("sparse0.5+int4", "none")]:
+        built = Llama(cfg)
+        compress_model(built, w, a)
+        try:
+            check_shapes(built)
+            expected = None
+        except CapscaleError as e:
+            expected = str(e).split(": ", 1)[1]
+        torch.manual_seed(7)
+        before = torch.get_rng_state()
+        try:
+            check_formats(cfg, w, a)
+            got = None
+        except CapscaleError as e:
+            got = str(e).split(": ", 1)[1]
+        assert torch.equal(torch.get_rng_state(), before)
+        assert got == expected, (w, a)
+    assert any(isinstance(m, CompressedLinear) for m in built.modules())
