@@ -23,6 +23,7 @@ level, so the draws of all ρ are joint: ratios of capacities take their interva
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -145,34 +146,49 @@ def rho_columns(N, key_index, n_keys: int, Y: np.ndarray) -> np.ndarray:
     return _rho(alpha[None, :], coef[1][None, :], _levels(alpha, coef[0], x, k, n_keys, Y))
 
 
-def _resampled_residuals(resid: np.ndarray, k: np.ndarray, rng, n_bootstrap: int,
-                         dof: int) -> np.ndarray:
+def _resampled_residuals(resid: np.ndarray, k: np.ndarray, groups: dict[int, str], seed: int,
+                         n_bootstrap: int) -> np.ndarray:
     """Residuals for each resample, drawn within each run's own group (the dense runs, or one
     key's runs) so that a noisy or misfitting format does not widen the others' intervals;
     scaled by √(n_g/(n_g − p_g)) for the parameters the group's fit used (3 for the dense
-    curve, 1 per key). A group too small for that draws from all runs' residuals."""
-    pooled = resid * math.sqrt(resid.size / dof)
+    curve, 1 per key). Each group draws from its own random stream, named by the group, so a
+    format's draws do not change when another format joins the fit. A group too small to
+    have residuals of its own (three dense sizes, one run of a format) draws normal noise at
+    the median of the other groups' scatter: one format off the law cannot set it."""
     out = np.empty((resid.size, n_bootstrap))
+    pools, small = {}, []
     for g in np.unique(k):
         sel = np.flatnonzero(k == g)
         used = 3 if g < 0 else 1
-        pool = (resid[sel] * math.sqrt(sel.size / (sel.size - used)) if sel.size > used
-                else pooled)
-        out[sel] = rng.choice(pool, size=(sel.size, n_bootstrap), replace=True)
+        if sel.size > used:
+            pools[g] = (sel, resid[sel] * math.sqrt(sel.size / (sel.size - used)))
+        else:
+            small.append((g, sel))
+    sds = [math.sqrt(np.mean(pool ** 2)) for _, pool in pools.values()]
+    fallback = float(np.median(sds)) if sds else 0.0
+    for g, (sel, pool) in pools.items():
+        out[sel] = _stream(seed, groups[g]).choice(pool, size=(sel.size, n_bootstrap))
+    for g, sel in small:
+        out[sel] = _stream(seed, groups[g]).normal(0.0, fallback, size=(sel.size, n_bootstrap))
     return out
+
+
+def _stream(seed: int, name: str) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(name.encode())])
 
 
 def fit_at_budget(N, loss, key_index, keys: list[str], reference_keys: list[str], budget: float,
                   *, n_bootstrap: int = 400, seed: int = 0) -> BudgetFit:
     """Fit E*, A and α to the dense runs at one budget and ρ per key on that curve;
     ``key_index`` is −1 for dense runs and the index into ``keys`` for compressed ones."""
-    x, k = _centred(N, key_index)
-    y = np.asarray(loss, float)
+    k = np.asarray(key_index, int)
     dense = k < 0
-    n_sizes = len(set(x[dense]))
+    n_sizes = len(set(np.asarray(N, float)[dense]))
     if n_sizes < 3:
         raise CapscaleError(f"ρ at the budget of {budget:,.0f} tokens needs dense runs at 3 or "
                             f"more sizes there; found {n_sizes}")
+    x, k = _centred(N, key_index)
+    y = np.asarray(loss, float)
     n_keys = len(keys)
     rising = np.polyfit(x[dense], y[dense], 1)[0] >= 0
     alpha_grid = np.full(1, np.nan) if rising else _fit_curves(x[dense], y[dense, None])[0]
@@ -197,8 +213,8 @@ def fit_at_budget(N, loss, key_index, keys: list[str], reference_keys: list[str]
                               if not np.isfinite(u[i]) or min(abs(u[i] - b) for b in
                                                               LOG_RHO_BOUNDS) < 1e-9])
     if n_bootstrap and dof > 0:
-        rng = np.random.default_rng(seed)
-        Y = fitted[:, None] + _resampled_residuals(resid, k, rng, n_bootstrap, dof)
+        groups = {-1: "dense", **dict(enumerate(keys))}
+        Y = fitted[:, None] + _resampled_residuals(resid, k, groups, seed, n_bootstrap)
         draws = rho_columns(np.asarray(N, float), k, n_keys, Y)
         fit.draws = {key: draws[i] for i, key in enumerate(keys)}
     return fit

@@ -181,15 +181,20 @@ def fit_curves(df: pd.DataFrame, s: Study, n_bootstrap: int = CURVE_BOOTSTRAP) -
 
 
 def analyse(name: str, runs: pd.DataFrame, *, n_bootstrap: int = N_BOOTSTRAP,
-            seed: int = 0, scale: str = "cpu") -> StudyResult:
+            seed: int = 0, scale: str | None = None) -> StudyResult:
     """ρ per representation from the decoupled fit against the study's dense runs, the
     paper's claims checked on it, and the unified curve per compression type (the claims of
-    the study as it runs at ``scale``)."""
+    the study as it runs at ``scale``; by default the scale whose points the runs are)."""
     from capscale.laws import load_runs
+    from capscale.laws import representation as rep
     from capscale.laws.measure import measured_capacity
 
-    s = study(name).at(scale)
     df = runs if "report" in getattr(runs, "attrs", {}) else load_runs(runs)
+    s = study(name)
+    if scale is None:
+        have = [c for c in s.key_columns if c in df.columns]
+        scale = s.scale_of(rep.representation_keys(df, have) if have else [])
+    s = s.at(scale)
     for col in s.key_columns:
         if col not in df.columns:
             raise CapscaleError(f"study {s.name!r} keys its runs on {col!r}, which the runs "

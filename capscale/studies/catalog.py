@@ -43,7 +43,21 @@ class Study:
 
     def at(self, scale: str) -> Study:
         """The study as it runs at ``scale``: its own points and checks where it has them."""
+        from capscale.studies.ladder import SCALES
+
+        if scale not in SCALES:
+            raise CapscaleError(f"scale {scale!r}: use one of {', '.join(SCALES)}")
         return replace(self, **self.at_scale.get(scale, {}), at_scale={})
+
+    def scale_of(self, keys) -> str:
+        """The scale whose points these representation keys (a runs table's) are: the one
+        sharing most of them (CPU on a tie, and for a study that runs the same everywhere)."""
+        from capscale.studies.ladder import SCALES
+
+        have = set(keys)
+        return max(SCALES, key=lambda sc: (len(have & {self.at(sc).key(p)
+                                                        for p in self.at(sc).points}),
+                                           sc == "cpu"))
 
     def key(self, point: dict) -> str:
         """The representation key of a point, as the runs table will spell it."""
@@ -118,9 +132,11 @@ def _noise_spec(bits: int) -> str:
 # Seeds per study at CPU scale: the fewest at which the design check (capscale.studies.design,
 # with the CPU ladder's measured scatter of 0.028 nats) gives every ρ of the study a simulated
 # 95% range of at most about 0.18, under the identification width of 0.2 with room for the
-# heavier tails of real seeds. Simulated widest ranges at these seeds: int 0.176, noise 0.142,
-# fp 0.167, groups 0.156, sparse 0.163, vq 0.176, lsq 0.187 (one seed fewer: int 0.191, fp
-# 0.198, groups 0.192, sparse 0.182, vq 0.193, lsq 0.223). The noise study takes 3: at 2 its runs gave INT4 and
+# heavier tails of real seeds. Simulated widest ranges at these seeds (`simulate(spec,
+# n_sims=400)`; 200 simulations move them by about ±0.01): int 0.176, noise 0.142, fp 0.167,
+# groups 0.156, sparse 0.163, vq 0.176, lsq 0.187 (one seed fewer: int 0.191, noise 0.181, fp
+# 0.198, groups 0.192, sparse 0.182, vq 0.193, lsq 0.223). The noise study takes 3: at 2 its
+# runs gave INT4 and
 # noise at INT4's GMSE intervals 0.209 wide (STUDIES.md).
 _CPU_SEEDS = {"int": 5, "noise": 3, "fp": 5, "groups": 5, "sparse": 4, "vq": 4, "lsq": 4}
 

@@ -31,7 +31,7 @@ N_SIMS = 200
 # with five seeds; `capscale fit --law chinchilla` on them). The floor E fits at its bound of 0
 # (these 7k-60k models cannot tell it apart from B·D^(−β)); what the design check uses is the
 # curve's slope at the compressed runs' budget, 0.21-0.25 nats per e-fold of N at widths 24-40,
-# as the studies measured. (The first prior, the demo's 15 dense runs, had 0.17-0.19 there and
+# as the studies measured. (The first prior, the demo's 15 dense runs, had 0.25-0.17 there and
 # simulated intervals about 15% wider than the studies' runs gave.)
 CPU_PRIOR: dict | None = {"E": 0.0, "A": 6.93162, "alpha": 0.150513, "B": 28.40074,
                           "beta": 0.193617}

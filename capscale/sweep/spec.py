@@ -433,9 +433,11 @@ def _check_formats_fit(model, cfg, where: str) -> None:
     """Refuse a run whose formats cannot split its model's layers (groups of 32 over a width of
     40) while the sweep is planned: a dry run says so, and no run of the sweep starts."""
     from capscale.model.compressed_linear import check_formats, grad_rule_from_config
+    from capscale.sweep.reuse import planned_plugins
 
     rule = grad_rule_from_config(cfg)
-    key = (tuple(model.reduction_widths.items()), cfg.w_format, cfg.a_format, str(rule))
+    key = (tuple(model.reduction_widths.items()), cfg.w_format, cfg.a_format, repr(rule),
+           planned_plugins(cfg))  # a user format re-registered under its name is checked again
     if key in _FITS:
         return
     try:

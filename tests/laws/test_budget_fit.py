@@ -78,12 +78,38 @@ def test_a_format_off_the_law_moves_no_other_rho():
     df = design(noise=0.01, seed=4, extra_budgets=False)
     flat = df[df["w_format"] == "int4"].assign(w_format="int3", a_format="int3")  # made flat:
     flat["loss"] = 3.9 - 0.01 * np.log(flat["N"])
-    base, fit0 = measured_capacity(df, n_bootstrap=100, seed=2)
-    both, fit1 = measured_capacity(pd.concat([df, flat], ignore_index=True), n_bootstrap=100,
-                                   seed=2)
+    _, fit0 = measured_capacity(df, n_bootstrap=100, seed=2)
+    _, fit1 = measured_capacity(pd.concat([df, flat], ignore_index=True), n_bootstrap=100,
+                                seed=2)
     assert fit1.alpha == fit0.alpha and fit1.E == fit0.E
+    assert "int3/int3" in fit1.keys and fit1.keys.index("int4/int4") != fit0.keys.index("int4/int4")
     for key in fit0.keys:
         assert fit1.rho[key] == pytest.approx(fit0.rho[key], rel=1e-12)
+        np.testing.assert_array_equal(fit1.draws[key], fit0.draws[key])
+
+
+def test_three_dense_sizes_take_their_scatter_from_the_formats_not_from_one_off_the_law():
+    """Three dense runs fit the curve exactly and have no residuals of their own; the scatter
+    they are resampled with is the median of the formats' own, so a flat, scattered format
+    cannot blow up every other format's interval (drawn from all residuals, some resampled
+    dense curves stopped falling and left no interval at all)."""
+    rng = np.random.default_rng(5)
+    n = np.array(SIZES[1:4])
+    good_n = np.repeat(n, 2)
+    rows = ([(x, law(x, D_STAR), -1) for x in n]
+            + [(x, law(x, D_STAR, 0.6) + rng.normal(0, 0.01), 0) for x in good_n]
+            + [(x, law(x, D_STAR, 0.3) + rng.normal(0, 0.01), 1) for x in good_n])
+    flat = [(x, 3.9 + rng.normal(0, 0.3), 2) for x in good_n]
+    N, y, k = map(np.array, zip(*rows))
+    base = fit_at_budget(N, y, k, ["good", "other"], ["d"], D_STAR, n_bootstrap=200)
+    N2, y2, k2 = map(np.array, zip(*(rows + flat)))
+    with_flat = fit_at_budget(N2, y2, k2, ["good", "other", "flat"], ["d"], D_STAR,
+                              n_bootstrap=200)
+    for key in ("good", "other"):
+        lo, hi = with_flat.interval(key)
+        lo0, hi0 = base.interval(key)
+        assert lo < with_flat.rho[key] == base.rho[key] < hi
+        assert (hi - lo) / (hi0 - lo0) == pytest.approx(1.0, abs=0.25)
 
 
 def test_intervals_cover_the_truth_over_repeated_noisy_designs():

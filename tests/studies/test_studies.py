@@ -13,6 +13,7 @@ import capscale.studies as st
 import capscale.studies.catalog as catalog
 import capscale.studies.ladder as ladder
 from capscale.cli import main
+from capscale.errors import CapscaleError
 from capscale.laws import representation as rep
 
 E, A, ALPHA, B, BETA = 2.0, 60.0, 0.35, 150.0, 0.35
@@ -64,6 +65,12 @@ def test_the_groups_study_takes_groups_the_cpu_models_can_hold():
     assert [c.claim for c in s.at("cpu").checks][0] == "INT2: ρ(g2) > ρ(g8)"
     assert [c.claim for c in s.at("paper").checks][0] == "INT2: ρ(g8) > ρ(g128)"
     assert s.at("cpu").cpu_seeds == s.cpu_seeds and s.at("cpu").at_scale == {}
+    # a runs table's keys say which scale's claims to check
+    assert s.scale_of(["int2:absmax:g128/none", "int2:absmax:g8/none", "none/none"]) == "paper"
+    assert s.scale_of(["int2:absmax:g2/none", "int2:absmax:g8/none"]) == "cpu"
+    assert st.study("fp").scale_of(["int4/int4"]) == "cpu"
+    with pytest.raises(CapscaleError, match="scale 'gpu'"):
+        s.at("gpu")
 
 
 def test_the_demo_sweep_is_a_part_of_the_cpu_ladder_with_int8_int4_int2():

@@ -228,15 +228,21 @@ def test_checking_formats_before_the_model_agrees_with_the_built_model():
     import torch
 
     from capscale.model import Llama
-    from capscale.model.compressed_linear import (CompressedLinear, check_formats, check_shapes,
-                                                  compress_model)
+    from capscale.model.compressed_linear import (
+        CompressedLinear,
+        check_formats,
+        check_shapes,
+        compress_model,
+    )
     from capscale.model.llama import LlamaConfig
 
+    for arch, hidden in (("llama", 120), ("olmo2", 160)):
+        shape = LlamaConfig(n_layer=1, n_embd=40, n_head=5, vocab_size=16, arch=arch)
+        model = Llama(shape)
+        compress_model(model, "int4", "int4")
+        widths = {m.in_features for m in model.modules() if isinstance(m, CompressedLinear)}
+        assert widths == set(shape.reduction_widths.values()) == {40, hidden}
     cfg = LlamaConfig(n_layer=1, n_embd=40, n_head=5, vocab_size=16)
-    model = Llama(cfg)
-    widths = {m.in_features for m in model.modules() if isinstance(m, torch.nn.Linear)
-              and m is not getattr(model, "lm_head", None)}
-    assert widths == set(cfg.reduction_widths.values()) == {40, 120}
     for w, a in [("int2:absmax:g8", "none"), ("int2:absmax:g32", "none"), ("none", "nvfp4"),
                  ("int4:had", "int4:had"), ("sparse0.5+int4", "none")]:
         built = Llama(cfg)
