@@ -171,7 +171,8 @@ def _build() -> dict[str, Study]:
               "kept exact",
               "smaller groups and kept outliers raise ρ as far as they lower GMSE",
               _GROUPS["paper"]["points"], checks=_GROUPS["paper"]["checks"],
-              at_scale={"cpu": _GROUPS["cpu"]}),
+              # one curve: kept outliers are judged by where their GMSE puts them on it
+              curve_groups="outliers+scalar=scalar", at_scale={"cpu": _GROUPS["cpu"]}),
         Study("sparse", "Figs. 5, 7, 9",
               "magnitude sparsity 0-75% × INT bits on weights, RBBM backward against plain",
               "RBBM beats the plain (fw) backward, and ρ(sparse+INT) = ρ(sparse)·ρ(INT)",
