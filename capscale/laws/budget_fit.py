@@ -48,6 +48,7 @@ class BudgetFit:
     draws: dict[str, np.ndarray] = field(default_factory=dict)  # joint bootstrap draws of ρ
     residual_sd: float = math.nan
     n_runs: int = 0
+    n_dense: int = 0  # the runs the curve is fitted to
     at_bound: list[str] = field(default_factory=list)
 
     def interval(self, key: str, level: float = 0.95) -> tuple[float, float]:
@@ -208,7 +209,7 @@ def fit_at_budget(N, loss, key_index, keys: list[str], reference_keys: list[str]
                     E=float(E), A=float(A * mean_n ** alpha), alpha=float(alpha),
                     rho={key: float(rho[i]) for i, key in enumerate(keys)},
                     residual_sd=float(np.sqrt(np.sum(resid ** 2) / dof)) if dof > 0 else math.nan,
-                    n_runs=int(n),
+                    n_runs=int(n), n_dense=int(dense.sum()),
                     at_bound=[key for i, key in enumerate(keys)
                               if not np.isfinite(u[i]) or min(abs(u[i] - b) for b in
                                                               LOG_RHO_BOUNDS) < 1e-9])

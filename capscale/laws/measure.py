@@ -106,7 +106,8 @@ def fit_budget(df: pd.DataFrame, budget: float, *, n_bootstrap: int = 400, seed:
 def describe_method(fit) -> str:
     if isinstance(fit, BudgetFit):
         return (f"decoupled law at the compressed runs' budget (D = {fit.budget:,.0f} tokens): "
-                f"E* + A·(ρN)^(−α) fitted to {fit.n_runs} runs, residual bootstrap")
+                f"E* + A·N^(−α) fitted to the {fit.n_dense} dense runs there, each format's ρ "
+                f"from its own runs on that curve ({fit.n_runs} runs), residual bootstrap")
     return "decoupled law fitted to every run (all budgets), bootstrap over runs"
 
 
