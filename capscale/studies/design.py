@@ -70,6 +70,19 @@ def quest_params() -> dict:
 _QUEST: dict | None = None
 
 
+def noise_for(runs: pd.DataFrame) -> tuple[float, str]:
+    """The seed noise the simulation assumes for these runs and where it comes from: on the
+    CPU ladder, its measured scatter; at larger scale, the scatter of the QuEST runs around
+    their unified fit (the robust residual sd that `capscale plan` takes; the CPU ladder's
+    short runs scatter about twice as much)."""
+    if CPU_PRIOR is not None and float(runs["N"].max()) <= CPU_PRIOR_MAX_N:
+        return SEED_NOISE, "the CPU ladder's measured seed scatter"
+    from capscale.laws.builtin_fits import load_fit, residual_scale
+
+    return residual_scale(load_fit("builtin:quest-unified"))[0], \
+        "the QuEST runs' scatter around their unified fit"
+
+
 def prior_for(runs: pd.DataFrame) -> tuple[dict, str]:
     """The prior's constants for these runs and where they come from."""
     if CPU_PRIOR is not None and float(runs["N"].max()) <= CPU_PRIOR_MAX_N:
@@ -86,12 +99,14 @@ def runs_frame(spec) -> pd.DataFrame:
                          for r in spec.runs])
 
 
-def simulate(spec, *, noise: float = SEED_NOISE, n_sims: int = N_SIMS, seed: int = 0) -> pd.DataFrame:
+def simulate(spec, *, noise: float | None = None, n_sims: int = N_SIMS,
+             seed: int = 0) -> pd.DataFrame:
     """The interval each compressed representation's ρ would get: one row per W/A pair with
     ρ under the prior, the 95% range of the refitted ρ over simulated seeds, its width, and
     whether it would be identified (narrower than IDENTIFIED_WIDTH). Representations that
     differ only in training method (LSQ against trust) share a GMSE and so a prior ρ; the
-    simulation treats them as one format (their interval is that of either)."""
+    simulation treats them as one format (their interval is that of either). ``noise``: the
+    loss's seed scatter in nats (by default :func:`noise_for` the runs)."""
     from capscale.errors import CapscaleError
     from capscale.laws import representation as rep
 
@@ -111,11 +126,14 @@ def simulate(spec, *, noise: float = SEED_NOISE, n_sims: int = N_SIMS, seed: int
                               "own dense runs; add a dense ladder")
         return empty
     params, source = prior_for(runs)
+    noise_source = "given"
+    if noise is None:
+        noise, noise_source = noise_for(runs)
     sim = runs[["N", "D", "w_format", "a_format", "seed"]].drop_duplicates().reset_index(drop=True)
     if shared_budget(sim) is not None:
         out = simulate_at_budget(sim, chinchilla_prior(params), noise=noise, n_sims=n_sims,
                                  seed=seed)
-        out.attrs.update(prior=source, noise=noise, n_sims=n_sims,
+        out.attrs.update(prior=source, noise=noise, noise_source=noise_source, n_sims=n_sims,
                          method="ρ read off the dense curve at the compressed runs' budget")
         return out
     try:
@@ -130,7 +148,7 @@ def simulate(spec, *, noise: float = SEED_NOISE, n_sims: int = N_SIMS, seed: int
                         "lo": res["rho_lo"], "hi": res["rho_hi"], "width": width,
                         "identified": [bool(i) and math.isfinite(w) and w < IDENTIFIED_WIDTH
                                        for i, w in zip(res["identified"], width)]})
-    out.attrs.update(prior=source, noise=noise, n_sims=n_sims)
+    out.attrs.update(prior=source, noise=noise, noise_source=noise_source, n_sims=n_sims)
     return out
 
 
@@ -165,7 +183,8 @@ def describe(table: pd.DataFrame) -> str:
         return f"design: {table.attrs['why']}"
     lines = [f"design check: ρ refitted from {table.attrs.get('n_sims')} simulated sweeps "
              f"(prior: {table.attrs.get('prior')}, ρ from GMSE with the paper's constants; "
-             f"seed noise {table.attrs.get('noise')} nats):"]
+             f"seed noise {table.attrs.get('noise'):.3g} nats, "
+             f"{table.attrs.get('noise_source', 'given')}):"]
     for _, r in table.iterrows():
         if r["identified"]:
             state = f"identified: 95% of fits in [{r['lo']:.3f}, {r['hi']:.3f}], width {r['width']:.3f}"

@@ -274,3 +274,18 @@ def test_a_study_describes_its_ladder_with_its_own_seeds():
         assert text.endswith(f"; {s.cpu_seeds} seeds at the compressed budget")
     assert st.study_ladder(st.study("fp"), "paper").describe().endswith(
         "; 1 seed at the compressed budget")
+
+
+def test_the_design_check_assumes_the_seed_noise_of_the_scale():
+    """The CPU ladder's measured scatter (0.028 nats) on CPU models; on paper-scale models the
+    QuEST runs' robust scatter around their unified fit (0.0143), not the CPU ladder's, which
+    called every paper-scale ρ not identified at 3-9 times the runs; a given noise is kept."""
+    from capscale.studies.design import SEED_NOISE, simulate
+
+    cpu = simulate(st.study_spec("noise", "cpu"), n_sims=10)
+    assert cpu.attrs["noise"] == SEED_NOISE and "CPU ladder" in cpu.attrs["noise_source"]
+    paper = simulate(st.study_spec("noise", "paper"), n_sims=20)
+    assert paper.attrs["noise"] == pytest.approx(0.0143, abs=5e-4)
+    assert "QuEST" in paper.attrs["noise_source"]
+    given = simulate(st.study_spec("noise", "cpu"), noise=0.01, n_sims=10)
+    assert given.attrs["noise"] == 0.01 and given.attrs["noise_source"] == "given"
