@@ -21,9 +21,10 @@ from capscale.laws.measure import IDENTIFIED_WIDTH, rho_gmse, shared_budget
 # Single-run scatter of the final validation loss (sd, nats) assumed by the simulation: the
 # residual sd of the demo's study on the data-rich CPU ladder (27 runs at 1M tokens with two
 # seeds for the dense curve and INT4, fitted at that budget: 0.028). The studies since agree:
-# seeds of one size and format spread 0.019-0.025 (pooled within each study), and the budget
-# fits of noise, fp, vq and sparse leave residuals of 0.022-0.034 (STUDIES.md); a pair of seeds
-# of width 24 lands 0.105 apart.
+# seeds of one size and format spread 0.019-0.025 (pooled within each of noise, fp, vq and
+# sparse; 0.032 in lsq, whose 6-bit LSQ runs scatter by 0.13), and those four studies' budget
+# fits leave residuals of 0.022-0.034 (STUDIES.md); a pair of seeds of width 24 lands 0.105
+# apart.
 SEED_NOISE = 0.028
 N_SIMS = 200
 # The data-rich CPU ladder's dense runs fitted with the Chinchilla law: the 35 distinct dense
@@ -31,8 +32,8 @@ N_SIMS = 200
 # with five seeds; `capscale fit --law chinchilla` on them). The floor E fits at its bound of 0
 # (these 7k-60k models cannot tell it apart from B·D^(−β)); what the design check uses is the
 # curve's slope at the compressed runs' budget, 0.21-0.25 nats per e-fold of N at widths 24-40,
-# as the studies measured. (The first prior, the demo's 15 dense runs, had 0.25-0.17 there and
-# simulated intervals about 15% wider than the studies' runs gave.)
+# as the studies measured. (The first prior, the demo's 15 dense runs, had 0.25-0.17 there; the
+# intervals it simulated came out about 10-15% wider than this one's.)
 CPU_PRIOR: dict | None = {"E": 0.0, "A": 6.93162, "alpha": 0.150513, "B": 28.40074,
                           "beta": 0.193617}
 # Runs smaller than this many non-embedding parameters take the CPU prior, larger ones the
