@@ -144,6 +144,25 @@ def test_int_analysis_recovers_capacities_and_judges_composability():
     assert "supported" in res.verdict() and "not run" in res.verdict()
 
 
+def test_groups_analysis_judges_the_claims_of_the_scale_its_runs_are():
+    """CPU runs (groups of 2-8) are judged on the CPU claims, without being told the scale:
+    finer groups and kept outliers above coarser groups, each a ratio of joint draws."""
+    rho = {"int2:absmax:g2/none": 0.8, "int2:absmax:g4/none": 0.7, "int2:absmax:g8/none": 0.6,
+           "outliers0.05+int2:absmax:g8/none": 0.6, "int4:absmax:g8/none": 0.95}
+    res = st.analyse("groups", synthetic_runs("groups", rho, noise=0.002, seed=3),
+                     n_bootstrap=60)
+    got = res.capacity.set_index("format")
+    for k, v in rho.items():
+        assert got.loc[k, "rho"] == pytest.approx(v, abs=0.03)
+    checks = res.checks.set_index("claim")
+    assert checks.loc["INT2: ρ(g2) > ρ(g8)", "verdict"] == "supported"
+    assert checks.loc["INT2: ρ(g2) > ρ(g8)", "ratio"] == pytest.approx(0.8 / 0.6, rel=0.05)
+    # 5% outliers with no gain: the ratio straddles 1 (or lies under it): not supported
+    assert checks.loc["INT2 g8: ρ(5% outliers) > ρ(none kept)", "verdict"] in (
+        "not resolved", "contradicted")
+    assert "INT2: ρ(g8) > ρ(g128)" not in checks.index
+
+
 def test_lsq_analysis_keys_on_the_gradient_rule_and_fits_a_curve_per_rule():
     rho = {"int2/int2/trust": 0.3, "int2/int2/lsq": 0.25, "int3/int3/trust": 0.55,
            "int3/int3/lsq": 0.42, "int4/int4/trust": 0.75, "int4/int4/lsq": 0.55,
