@@ -129,18 +129,19 @@ def _rho(alpha, A, c) -> np.ndarray:
     return np.exp(u)
 
 
-def _centred(N, key_index) -> tuple[np.ndarray, np.ndarray]:
-    """log N centred on the dense runs' mean, and the key index as an array."""
+def _centred(N, key_index) -> tuple[np.ndarray, np.ndarray, float]:
+    """log N centred on the dense runs' mean, the key index as an array, and that mean."""
     x = np.log(np.asarray(N, float))
     k = np.asarray(key_index, int)
-    return x - x[k < 0].mean(), k
+    centre = float(x[k < 0].mean())
+    return x - centre, k, centre
 
 
 def rho_columns(N, key_index, n_keys: int, Y: np.ndarray) -> np.ndarray:
     """ρ per key (rows) fitted to each column of ``Y`` (losses of the runs at sizes ``N``, one
     simulated or resampled experiment per column): the design check's and the bootstrap's
     refit, at the grid's resolution of α."""
-    x, k = _centred(N, key_index)
+    x, k, _ = _centred(N, key_index)
     Y = np.asarray(Y, float)
     dense = k < 0
     alpha, coef = _fit_curves(x[dense], Y[dense])
@@ -188,7 +189,7 @@ def fit_at_budget(N, loss, key_index, keys: list[str], reference_keys: list[str]
     if n_sizes < 3:
         raise CapscaleError(f"ρ at the budget of {budget:,.0f} tokens needs dense runs at 3 or "
                             f"more sizes there; found {n_sizes}")
-    x, k = _centred(N, key_index)
+    x, k, centre = _centred(N, key_index)
     y = np.asarray(loss, float)
     n_keys = len(keys)
     rising = np.polyfit(x[dense], y[dense], 1)[0] >= 0
@@ -204,9 +205,8 @@ def fit_at_budget(N, loss, key_index, keys: list[str], reference_keys: list[str]
     dof = n - p
     rho = _rho(alpha, A, c)
     u = np.log(rho)
-    mean_n = math.exp(float(np.log(np.asarray(N, float))[dense].mean()))
     fit = BudgetFit(budget=float(budget), keys=list(keys), reference_keys=list(reference_keys),
-                    E=float(E), A=float(A * mean_n ** alpha), alpha=float(alpha),
+                    E=float(E), A=float(A * math.exp(alpha * centre)), alpha=float(alpha),
                     rho={key: float(rho[i]) for i, key in enumerate(keys)},
                     residual_sd=float(np.sqrt(np.sum(resid ** 2) / dof)) if dof > 0 else math.nan,
                     n_runs=int(n), n_dense=int(dense.sum()),

@@ -191,14 +191,13 @@ def analyse(name: str, runs: pd.DataFrame, *, n_bootstrap: int = N_BOOTSTRAP,
 
     df = runs if "report" in getattr(runs, "attrs", {}) else load_runs(runs)
     s = study(name)
-    if scale is None:
-        have = [c for c in s.key_columns if c in df.columns]
-        scale = s.scale_of(rep.representation_keys(df, have) if have else [])
-    s = s.at(scale)
     for col in s.key_columns:
         if col not in df.columns:
             raise CapscaleError(f"study {s.name!r} keys its runs on {col!r}, which the runs "
                                 "table lacks")
+    if scale is None:
+        scale = s.scale_of(rep.representation_keys(df, list(s.key_columns)))
+    s = s.at(scale)
     table, fit = measured_capacity(df, n_bootstrap=n_bootstrap, seed=seed,
                                    key_columns=list(s.key_columns))
     identified = dict(zip(table["format"], table["identified"]))

@@ -55,9 +55,12 @@ class Study:
         from capscale.studies.ladder import SCALES
 
         have = set(keys)
-        return max(SCALES, key=lambda sc: (len(have & {self.at(sc).key(p)
-                                                        for p in self.at(sc).points}),
-                                           sc == "cpu"))
+
+        def shared(scale: str) -> int:
+            at = self.at(scale)
+            return len(have & {at.key(p) for p in at.points})
+
+        return max(SCALES, key=lambda sc: (shared(sc), sc == "cpu"))
 
     def key(self, point: dict) -> str:
         """The representation key of a point, as the runs table will spell it."""

@@ -71,12 +71,17 @@ def quest_params() -> dict:
 _QUEST: dict | None = None
 
 
+def _on_cpu_ladder(runs: pd.DataFrame) -> bool:
+    """Whether these runs take the CPU ladder's prior and noise (else the QuEST runs')."""
+    return CPU_PRIOR is not None and float(runs["N"].max()) <= CPU_PRIOR_MAX_N
+
+
 def noise_for(runs: pd.DataFrame) -> tuple[float, str]:
     """The seed noise the simulation assumes for these runs and where it comes from: on the
     CPU ladder, its measured scatter; at larger scale, the scatter of the QuEST runs around
     their unified fit (the robust residual sd that `capscale plan` takes; the CPU ladder's
     short runs scatter about twice as much)."""
-    if CPU_PRIOR is not None and float(runs["N"].max()) <= CPU_PRIOR_MAX_N:
+    if _on_cpu_ladder(runs):
         return SEED_NOISE, "the CPU ladder's measured seed scatter"
     from capscale.laws.builtin_fits import load_fit, residual_scale
 
@@ -86,7 +91,7 @@ def noise_for(runs: pd.DataFrame) -> tuple[float, str]:
 
 def prior_for(runs: pd.DataFrame) -> tuple[dict, str]:
     """The prior's constants for these runs and where they come from."""
-    if CPU_PRIOR is not None and float(runs["N"].max()) <= CPU_PRIOR_MAX_N:
+    if _on_cpu_ladder(runs):
         return CPU_PRIOR, "the CPU ladder's dense fit"
     return quest_params(), "the QuEST runs' dense fit"
 
