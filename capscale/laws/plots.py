@@ -311,9 +311,10 @@ def plot_fit(fit: FitResult, df: pd.DataFrame, folder: str | os.PathLike) -> lis
 
 def plot_measured_capacity(table: pd.DataFrame, path: str | os.PathLike,
                            title: str = "") -> Path:
-    """Measured ρ (decoupled fit, 95% bootstrap interval as error bars; hollow where not
-    identified) against ρ predicted from GMSE with the paper's constants, with the line of
-    agreement. ``table`` is :func:`capscale.laws.measure.measured_capacity`'s."""
+    """Measured ρ (decoupled fit, 95% bootstrap interval as error bars) against ρ predicted
+    from GMSE with the paper's constants, with the line of agreement. A ρ that is not
+    identified gets no point, only its interval as a dotted line (as the CLI prints it).
+    ``table`` is :func:`capscale.laws.measure.measured_capacity`'s."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 6))
     ax.plot([0, 1.05], [0, 1.05], color="0.6", lw=1, ls="--", label="measured = predicted")
@@ -324,12 +325,19 @@ def plot_measured_capacity(table: pd.DataFrame, path: str | os.PathLike,
         if not (math.isfinite(x) and math.isfinite(y)):
             continue
         lo, hi = r["lo"], r["hi"]
-        err = ([[max(y - lo, 0)], [max(hi - y, 0)]] if math.isfinite(lo) and math.isfinite(hi)
-               else None)
-        ok = bool(r["identified"])
-        ax.errorbar([x], [min(y, 1.5)], yerr=err if ok else None, fmt="o", color=color,
-                    mfc=color if ok else "none", capsize=3,
-                    label=r["format"] + ("" if ok else " (not identified)"))
+        ranged = math.isfinite(lo) and math.isfinite(hi)
+        if not r["identified"]:
+            label = r["format"] + (" (not identified: 95% interval)" if ranged
+                                   else " (not identified, no interval)")
+            if ranged:
+                ax.vlines(x, max(lo, 0.0), min(hi, 1.2), colors=[color], linestyles=":",
+                          lw=2, label=label)
+            else:
+                ax.plot([], [], ls=":", color=color, label=label)
+            continue
+        err = [[max(y - lo, 0)], [max(hi - y, 0)]] if ranged else None
+        ax.errorbar([x], [min(y, 1.5)], yerr=err, fmt="o", color=color, capsize=3,
+                    label=r["format"])
     ax.set_xlim(0, 1.05)
     ax.set_ylim(0, 1.2)
     ax.set_xlabel("ρ predicted from GMSE (L 1.0, F 0.41, C 1.39)")

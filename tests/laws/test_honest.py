@@ -308,3 +308,27 @@ def test_an_exponent_whose_coefficient_is_not_identified_is_not_either():
     out = unidentified(law, natural, lo, hi)
     assert "B" in out and "beta" in out and "coefficient B" in out["beta"]
     assert "A" not in out and "alpha" not in out
+
+
+def test_an_unidentified_rho_is_drawn_as_its_interval_not_as_a_point(tmp_path, monkeypatch):
+    """The measured-capacity plot gave a ρ it could not identify a (hollow) point at its
+    estimate; it now draws only that ρ's 95% interval, as the CLI prints it."""
+    from pathlib import Path
+
+    import capscale.laws.plots as plots
+
+    figs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figs.append(fig) or Path(path))
+    table = pd.DataFrame([
+        {"format": "int4/int4", "rho": 0.90, "lo": 0.80, "hi": 0.97, "identified": True,
+         "rho_gmse": 0.672},
+        {"format": "int8/int8", "rho": 0.95, "lo": 0.80, "hi": 1.13, "identified": False,
+         "rho_gmse": 0.978}])
+    plots.plot_measured_capacity(table, tmp_path / "rho.png")
+    ax = figs[0].axes[0]
+    marked = [x for line in ax.lines if line.get_marker() == "o" for x in line.get_xdata()]
+    assert marked == [pytest.approx(0.672)]
+    segments = [seg for c in ax.collections for seg in c.get_segments()]
+    assert any(np.allclose(seg, [[0.978, 0.80], [0.978, 1.13]]) for seg in segments)
+    labels = ax.get_legend_handles_labels()[1]
+    assert "int8/int8 (not identified: 95% interval)" in labels
