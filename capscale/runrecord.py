@@ -62,8 +62,9 @@ OPERAND_FORMAT_COLUMNS = ("w_format", "a_format")
 REPRESENTATION_COLUMNS = (FORMAT, *OPERAND_FORMAT_COLUMNS)
 OPERANDS = ("w", "a")  # weights, activations: the first letter of their format column
 # training settings (TrainConfig's names) a study may key its representations on, e.g. LSQ
-# against trust estimation: runs that differ in them are different representations
-TRAINING_KEY_COLUMNS = ("grad", "sparse_grad")
+# against trust estimation, or LSQ with its scales at another rate: runs that differ in them
+# are different representations
+TRAINING_KEY_COLUMNS = ("grad", "sparse_grad", "scale_lr")
 
 
 def operand_key(what: str, operand: str) -> str:

@@ -43,8 +43,7 @@ from torch import nn
 from capscale.errors import CapscaleError
 from capscale.formats.base import group_view, masked_rms
 from capscale.formats.scalar import ScalarQuantizer
-
-LEARNED_RULES = ("lsq", "lsq+", "pact")
+from capscale.model.presets import LEARNED_RULES
 
 
 def grad_scale(t: torch.Tensor, g: float) -> torch.Tensor:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from capscale.errors import CapscaleError
 
 QUANT_RULES = ("ste", "trust", "clip", "lsq", "lsq+", "pact")
+LEARNED_RULES = ("lsq", "lsq+", "pact")  # the rules that train a scale (capscale.model.learned_scale)
 SPARSE_RULES = ("fw", "ste", "rms", "b-rms", "a-b-rms")
 VECTOR_RULES = ("trust", "ste")
 HADAMARD_MODES = ("full", "half")

@@ -22,6 +22,7 @@ from capscale.errors import CapscaleError
 from capscale.model.presets import (
     ARCHS,
     HADAMARD_MODES,
+    LEARNED_RULES,
     QUANT_RULES,
     SIZES,
     SPARSE_RULES,
@@ -166,6 +167,11 @@ class TrainConfig:
     # optimisation
     lr: float | None = setting(None, "optimizer", "peak learning rate (default: the size's, "
                                "from the ladder)", kind="number", **POSITIVE, valid="a number > 0")
+    scale_lr: float | None = setting(
+        None, "optimizer", "peak learning rate of learned quantizer scales (--grad lsq, lsq+, "
+        "pact), on the same schedule (default: the model's). Under Adam a scale moves about "
+        "this much per step whatever its gradient, so a scale of 0.01 needs a rate well below "
+        "it", kind="number", **POSITIVE, valid="a number > 0")
     optimizer: str = setting("adamw", "optimizer", "AdamW (0.9, 0.95), or AdamW with AMSGrad "
                              "normalisation (the unified paper's Alg. 3)",
                              choices=("adamw", "amsgrad"))
@@ -239,6 +245,11 @@ class TrainConfig:
         from capscale.model.compressed_linear import OperandCompressor, grad_rule_from_config
 
         rule = grad_rule_from_config(self)
+        if self.scale_lr is not None and self.grad not in LEARNED_RULES:
+            raise CapscaleError(
+                f"scale-lr={self.scale_lr} sets the learning rate of learned quantizer scales, "
+                f"which --grad {self.grad} does not have: use it with --grad "
+                f"{', '.join(LEARNED_RULES)}, or leave it out")
         for spec in (self.w_format, self.a_format):  # and the rule fits each format
             OperandCompressor(parse_format(spec), rule)
 

@@ -40,7 +40,7 @@ from capscale.train.data import RunData, open_run_data
 from capscale.train.distributed import Dist, all_reduce_sum, barrier, setup, teardown
 from capscale.train.monitor import Monitor
 from capscale.train.monitor import check_available as check_loggers
-from capscale.train.optim import build_optimizer
+from capscale.train.optim import build_optimizer, group_lr
 from capscale.train.records import RUNTIME_FIELDS  # noqa: F401  (re-exported)
 from capscale.train.schedule import lr_at
 
@@ -481,7 +481,7 @@ class _Loop:
         lr = lr_at(step, p.steps, p.lr, cfg.warmup_frac, cfg.initial_lr_frac, cfg.final_lr_frac,
                    cfg.warmup)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = group_lr(group, lr)
         x_all, y_all = self.get_batch(step)
         loss = _accumulate_gradients(self.model, torch.as_tensor(x_all[self.mine]),
                                      torch.as_tensor(y_all[self.mine]), p, self.ctx, self.autocast)
@@ -609,7 +609,7 @@ def _result_record(cfg: TrainConfig, p: RunPlan, ctx: Dist, data: RunData, compr
         "n_layer": p.model.n_layer, "n_embd": p.model.n_embd, "n_head": p.model.n_head,
         "vocab_size": p.model.vocab_size, "seq_len": cfg.seq_len,
         "batch_tokens": cfg.batch_tokens, "steps": p.steps, "lr": p.lr,
-        "optimizer": cfg.optimizer, "tokens_per_param": state.tokens / p.n_params,
+        "scale_lr": cfg.scale_lr, "optimizer": cfg.optimizer, "tokens_per_param": state.tokens / p.n_params,
         "final_train_loss": last_loss, "diverged_at_step": diverged_at,
         "tokens_per_s": trained_tokens / train_time if train_time > 0 else None,
         "wall_time_s": wall_time_s,

@@ -31,8 +31,13 @@ RUNTIME_FIELDS = ("device", "compile", "progress", "tensorboard", "wandb_project
 
 
 def identity(config_dict: dict) -> dict:
-    """The settings that define what a run computes (runtime settings dropped)."""
-    return {k: v for k, v in config_dict.items() if k not in RUNTIME_FIELDS}
+    """The settings that define what a run computes (runtime settings dropped). A setting
+    the record lacks takes its default: a setting is added with the default that computes
+    what runs did before it existed, so older records keep matching the runs they are."""
+    from capscale.train.config import TrainConfig
+
+    full = {**TrainConfig().to_dict(), **config_dict}
+    return {k: v for k, v in full.items() if k not in RUNTIME_FIELDS}
 
 
 def write_result(run_dir: str | Path, result: dict) -> Path:
