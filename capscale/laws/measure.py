@@ -194,7 +194,18 @@ def ratio_interval(fit, num: str, den: str | list[str], level: float = 0.95) -> 
     """ρ[num] / ∏ρ[den] with a percentile interval from the joint bootstrap draws: e.g. the
     W×A multiplier against the product of its W-only and A-only marginals (composability),
     or one format's capacity against another's. Dense keys count as exactly 1."""
-    dens = [den] if isinstance(den, str) else list(den)
+    return _joint_interval(fit, [num], [den] if isinstance(den, str) else list(den), level)
+
+
+def product_interval(fit, keys: list[str], level: float = 0.95) -> tuple[float, float, float]:
+    """∏ρ[keys] with a percentile interval from the joint bootstrap draws: what composability
+    predicts for the representation that applies them all (ρ(W)·ρ(A))."""
+    return _joint_interval(fit, list(keys), [], level)
+
+
+def _joint_interval(fit, num: list[str], den: list[str], level: float) -> tuple[float, float, float]:
+    """∏ρ[num] / ∏ρ[den], the point from the estimates and the interval from the joint draws
+    (one resample's values of every key together, so what they share cancels)."""
     draws = capacity_samples(fit)
     refs = fitted_keys(fit)[1]
 
@@ -204,9 +215,11 @@ def ratio_interval(fit, num: str, den: str | list[str], level: float = 0.95) -> 
     def sample(k):
         return np.ones(1) if k in refs else draws.get(k, np.full(1, np.nan))
 
-    point = value(num) / math.prod(value(k) for k in dens)
-    s = sample(num)
-    for k in dens:
+    point = math.prod(value(k) for k in num) / math.prod(value(k) for k in den)
+    s = np.ones(1)
+    for k in num:
+        s = s * sample(k)
+    for k in den:
         s = s / sample(k)
     if s.size < 2 or not np.all(np.isfinite(s)):
         return point, math.nan, math.nan

@@ -347,3 +347,38 @@ def plot_measured_capacity(table: pd.DataFrame, path: str | os.PathLike,
     ax.legend(fontsize=7, loc="upper left")
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def plot_composition(table: pd.DataFrame, path: str | os.PathLike, title: str = "") -> Path:
+    """ρ of each combined representation (y) against the product of its parts' ρ (x), both
+    with 95% intervals, and the diagonal where capacities compose (the unified paper's
+    Fig. 6). A point whose ρ or product is not identified gets no marker, only its intervals
+    as dotted lines. ``table`` is :func:`capscale.studies.composition_table`'s."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    ax.plot([0, 1.2], [0, 1.2], color="0.6", lw=1, ls="--", label="ρ(whole) = product")
+    cmap = plt.get_cmap("tab10")
+    for i, (_, r) in enumerate(table.iterrows()):
+        color = cmap(i % cmap.N)
+        x, y = r["product"], r["rho"]
+        if not (math.isfinite(x) and math.isfinite(y)):
+            continue
+        if not r["identified"]:
+            ax.vlines(x, r["lo"], r["hi"], colors=[color], linestyles=":", lw=2,
+                      label=f"{r['claim']} (not identified: 95% intervals)")
+            ax.hlines(y, r["product_lo"], r["product_hi"], colors=[color], linestyles=":", lw=2)
+            continue
+        ax.errorbar([x], [y], yerr=[[max(y - r["lo"], 0)], [max(r["hi"] - y, 0)]],
+                    xerr=[[max(x - r["product_lo"], 0)], [max(r["product_hi"] - x, 0)]],
+                    fmt="o", color=color, capsize=3, label=r["claim"])
+    top = max(1.05, float(np.nanmax(table[["hi", "product_hi"]].to_numpy())) + 0.05) \
+        if len(table) else 1.05
+    ax.set_xlim(0, min(top, 1.3))
+    ax.set_ylim(0, min(top, 1.3))
+    ax.set_xlabel("product of the parts' measured ρ (95% interval)")
+    ax.set_ylabel("measured ρ of the combined representation (95% interval)")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

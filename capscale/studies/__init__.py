@@ -92,6 +92,8 @@ class StudyResult:
     curves: dict  # compression type (or split) -> unified-curve parameters, or why not fitted
     fit: object = None
     notes: list = field(default_factory=list)
+    # ρ of each combined representation beside the product of its parts' (composition_table)
+    composition: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def unidentified(self) -> list[str]:
@@ -132,6 +134,31 @@ def run_check(fit, check: Check, identified: dict[str, bool]) -> dict:
     if hi < 1.0:
         return {**row, "verdict": "contradicted", "why": "ratio below 1"}
     return {**row, "verdict": "not resolved", "why": "interval of the ratio straddles 1"}
+
+
+def composition_table(fit, checks, capacity: pd.DataFrame) -> pd.DataFrame:
+    """The claims that one representation's ρ is the product of its parts' (W×A, sparsity ×
+    INT; the paper's Fig. 6): per claim, ρ of the whole and the product of the parts' ρ, each
+    with its 95% interval from the joint draws, and whether both are identified."""
+    from capscale.laws.measure import fitted_keys, is_identified, product_interval
+
+    fitted = set().union(*fitted_keys(fit)) if fit is not None else set()
+    by_key = capacity.set_index("format")
+    rows = []
+    for c in checks:
+        if c.relation != "=" or len(c.den) < 2 or not {c.num, *c.den} <= fitted:
+            continue
+        whole = by_key.loc[c.num] if c.num in by_key.index else None
+        if whole is None:
+            continue
+        prod, lo, hi = product_interval(fit, list(c.den))
+        parts_ok = all(bool(by_key.loc[k, "identified"]) for k in c.den if k in by_key.index)
+        rows.append({"claim": c.claim, "whole": c.num, "parts": " · ".join(c.den),
+                     "rho": whole["rho"], "lo": whole["lo"], "hi": whole["hi"],
+                     "product": prod, "product_lo": lo, "product_hi": hi,
+                     "identified": bool(whole["identified"]) and parts_ok
+                     and is_identified(lo, hi)})
+    return pd.DataFrame(rows)
 
 
 def fit_curves(df: pd.DataFrame, s: Study, n_bootstrap: int = CURVE_BOOTSTRAP) -> dict:
@@ -206,7 +233,8 @@ def analyse(name: str, runs: pd.DataFrame, *, n_bootstrap: int = N_BOOTSTRAP,
     info = getattr(fit, "info", {})
     notes = [f"{w} (warning of the decoupled fit)" for w in info.get("warnings", [])]
     notes.insert(0, f"ρ: {table.attrs['method']}")
-    return StudyResult(s, df, table, checks, curves, fit, notes)
+    return StudyResult(s, df, table, checks, curves, fit, notes,
+                       composition_table(fit, s.checks, table))
 
 
 def print_result(res: StudyResult, stream=None) -> None:
@@ -232,6 +260,15 @@ def print_result(res: StudyResult, stream=None) -> None:
         ratio = (f"{c['ratio']:.3f} [{c['lo']:.3f}, {c['hi']:.3f}]"
                  if math.isfinite(c["ratio"]) else "—")
         print(f"  {c['claim']:<44} ratio {ratio:<24} {c['verdict']} ({c['why']})", file=out)
+    if len(res.composition):
+        print("  ρ of the whole against the product of its parts' ρ (95% intervals):", file=out)
+    for _, c in res.composition.iterrows():
+        if c["identified"]:
+            both = (f"{c['rho']:.3f} [{c['lo']:.3f}, {c['hi']:.3f}] against "
+                    f"{c['product']:.3f} [{c['product_lo']:.3f}, {c['product_hi']:.3f}]")
+        else:
+            both = "not identified (a ρ or the product has an interval wider than 0.2)"
+        print(f"    {c['whole']:<34} {both}", file=out)
     for k, v in res.curves.items():
         if isinstance(v, dict):
             print(f"  unified curve [{k}]: " + ", ".join(f"{p} {x:.3g}" for p, x in v.items()),
@@ -251,7 +288,7 @@ def _dense(df: pd.DataFrame):
 def add_report_section(rep_, res: StudyResult, prefix: str = "") -> None:
     """The study's section: the claim, the ρ table, the checks, the curves and the figure."""
     from capscale.laws.measure import MEASURED_COLUMNS, unidentified_reasons, why_not_identified
-    from capscale.laws.plots import plot_measured_capacity
+    from capscale.laws.plots import plot_composition, plot_measured_capacity
 
     s = res.study
     rep_.section(f"Study {s.name} ({s.figure}): {s.title}",
@@ -275,6 +312,14 @@ def add_report_section(rep_, res: StudyResult, prefix: str = "") -> None:
     path = plot_measured_capacity(res.capacity, rep_.plot_path(f"{prefix}{s.name}_rho.png"),
                                   title=f"study {s.name}: measured against predicted ρ")
     rep_.image(path, "Measured ρ (95% interval) against ρ predicted from GMSE.")
+    if len(res.composition):
+        path = plot_composition(res.composition, rep_.plot_path(f"{prefix}{s.name}_composition.png"),
+                                title=f"study {s.name}: ρ of the whole against the product "
+                                      "of its parts")
+        rep_.image(path, "Composability (the paper's Fig. 6): measured ρ of each combined "
+                         "representation against the product of its parts' measured ρ, both "
+                         "with 95% intervals from the same bootstrap draws; on the diagonal, "
+                         "capacities compose.")
     for n in res.notes:
         rep_.note(n)
 
@@ -345,6 +390,8 @@ def report_study(out: str | Path, *, n_bootstrap: int = N_BOOTSTRAP, quiet: bool
     res = analyse(info["study"], runs_csv, n_bootstrap=n_bootstrap, scale=info["scale"])
     write_table(res.capacity, out / "capacity.csv")
     write_table(res.checks, out / "checks.csv")
+    if len(res.composition):
+        write_table(res.composition, out / "composition.csv")
     rep_ = Report(out / "report", f"capscale study {info['study']}",
                   subtitle=f"{len(res.runs)} of {len(spec.runs)} runs finished "
                            f"({info['scale']} scale: "
@@ -358,6 +405,6 @@ def report_study(out: str | Path, *, n_bootstrap: int = N_BOOTSTRAP, quiet: bool
 
 
 __all__ = ["LADDERS", "SCALES", "Check", "Ladder", "Study", "StudyResult", "add_report_section",
-           "analyse", "catalog_table", "cpu_seconds", "print_result", "read_study_file",
+           "analyse", "composition_table", "catalog_table", "cpu_seconds", "print_result", "read_study_file",
            "report_study", "run_check", "run_study", "scale_ladder", "spec_dict", "studies", "study",
            "study_spec"]

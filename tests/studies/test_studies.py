@@ -142,6 +142,39 @@ def test_int_analysis_recovers_capacities_and_judges_composability():
     assert checks.loc["INT4: ρ(W,A) = ρ(W)·ρ(A)", "verdict"] == "contradicted"  # 0.6 < 0.765
     assert checks.loc["INT8: ρ(W,A) = ρ(W)·ρ(A)", "verdict"] == "not run"
     assert "supported" in res.verdict() and "not run" in res.verdict()
+    # the composition figure's table: ρ of the whole beside the product of its parts
+    comp = res.composition.set_index("whole")
+    assert list(comp.index) == ["int2:had/int2:had", "int4:had/int4:had"]  # INT8 not run
+    assert comp.loc["int2:had/int2:had", "product"] == pytest.approx(0.55 * 0.5, abs=0.02)
+    assert comp.loc["int4:had/int4:had", "product"] == pytest.approx(0.9 * 0.85, abs=0.03)
+    assert comp.loc["int4:had/int4:had", "rho"] == pytest.approx(0.6, abs=0.03)
+    for _, c in comp.iterrows():
+        assert c["product_lo"] < c["product"] < c["product_hi"] and c["identified"]
+        ratio = res.checks.set_index("claim").loc[c["claim"]]
+        assert c["rho"] / c["product"] == pytest.approx(ratio["ratio"], rel=1e-9)
+
+
+def test_composition_plot_marks_identified_points_and_draws_others_as_intervals(tmp_path,
+                                                                                  monkeypatch):
+    from capscale.laws import plots
+
+    figs = []
+    real = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figs.append(fig) or real(fig, path))
+    table = pd.DataFrame([
+        {"claim": "INT2", "whole": "a", "parts": "b · c", "rho": 0.30, "lo": 0.27, "hi": 0.33,
+         "product": 0.28, "product_lo": 0.25, "product_hi": 0.31, "identified": True},
+        {"claim": "INT8", "whole": "d", "parts": "e · f", "rho": 0.95, "lo": 0.80, "hi": 1.12,
+         "product": 0.97, "product_lo": 0.85, "product_hi": 1.10, "identified": False}])
+    path = plots.plot_composition(table, tmp_path / "comp.png")
+    assert path.exists()
+    ax = figs[0].axes[0]
+    marked = [(x, y) for line in ax.lines if line.get_marker() == "o"
+              for x, y in zip(line.get_xdata(), line.get_ydata())]
+    assert marked == [(pytest.approx(0.28), pytest.approx(0.30))]
+    segments = [seg for c in ax.collections for seg in c.get_segments()]
+    assert any(np.allclose(seg, [[0.97, 0.80], [0.97, 1.12]]) for seg in segments)
+    assert any(np.allclose(seg, [[0.85, 0.95], [1.10, 0.95]]) for seg in segments)
 
 
 def test_groups_analysis_judges_the_claims_of_the_scale_its_runs_are():
