@@ -1,4 +1,4 @@
-"""How much of each activation a trained run's learned grids clip (LSQ, LSQ+, PACT).
+"""How much of each activation a trained LSQ run's learned grids clip.
 
 Loads a finished run's last checkpoint, feeds it sequences of its own validation split, and
 prints per compressed layer the activations' RMS and largest magnitude, where the learned grid
@@ -27,11 +27,15 @@ from capscale.train.loop import build_model
 def clipping(run_dir: str, sequences: int) -> list[tuple[str, float, float, float, float]]:
     saved = json.load(open(f"{run_dir}/config.json"))
     cfg = TrainConfig.from_dict(saved["config"])
+    if cfg.grad != "lsq" or ":had" in cfg.a_format or "+" in cfg.a_format:
+        raise SystemExit(f"{run_dir}: --grad {cfg.grad}, --a {cfg.a_format}: this reads LSQ's "
+                         "grid (step × Q_P) on untransformed activations only (a plain int, fp "
+                         "or nf4 spec with --grad lsq)")
     data = prepare_tokens(cfg.data, cfg.tokenizer, cache_dir=cfg.data_cache,
                           val_tokens=cfg.val_tokens, progress=False)
     model, _ = build_model(cfg, plan(cfg, data.vocab_size))
     final = sorted(glob.glob(f"{run_dir}/checkpoints/step_*"))[-1]
-    model.load_state_dict(load_file(f"{final}/model.safetensors"), strict=False)
+    model.load_state_dict(load_file(f"{final}/model.safetensors"))  # every scale, or fail
     model.eval()
     val = np.asarray(data.val[: sequences * cfg.seq_len], dtype=np.int64)
     tokens = torch.from_numpy(val.reshape(sequences, cfg.seq_len))

@@ -356,12 +356,13 @@ def plot_composition(table: pd.DataFrame, path: str | os.PathLike, title: str = 
     as dotted lines. ``table`` is :func:`capscale.studies.composition_table`'s."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 6))
-    ax.plot([0, 1.2], [0, 1.2], color="0.6", lw=1, ls="--", label="ρ(whole) = product")
+    ax.plot([0, 3], [0, 3], color="0.6", lw=1, ls="--", label="ρ(whole) = product")
     cmap = plt.get_cmap("tab10")
     for i, (_, r) in enumerate(table.iterrows()):
         color = cmap(i % cmap.N)
         x, y = r["product"], r["rho"]
         if not (math.isfinite(x) and math.isfinite(y)):
+            ax.plot([], [], ls=":", color=color, label=f"{r['claim']} (no estimate)")
             continue
         if not r["identified"]:
             ax.vlines(x, r["lo"], r["hi"], colors=[color], linestyles=":", lw=2,
@@ -371,10 +372,11 @@ def plot_composition(table: pd.DataFrame, path: str | os.PathLike, title: str = 
         ax.errorbar([x], [y], yerr=[[max(y - r["lo"], 0)], [max(r["hi"] - y, 0)]],
                     xerr=[[max(x - r["product_lo"], 0)], [max(r["product_hi"] - x, 0)]],
                     fmt="o", color=color, capsize=3, label=r["claim"])
-    top = max(1.05, float(np.nanmax(table[["hi", "product_hi"]].to_numpy())) + 0.05) \
-        if len(table) else 1.05
-    ax.set_xlim(0, min(top, 1.3))
-    ax.set_ylim(0, min(top, 1.3))
+    ends = table[["hi", "product_hi"]].to_numpy(dtype=float) if len(table) else np.zeros(1)
+    top = max(1.05, float(np.nanmax(ends, initial=0.0)) + 0.05)
+    top = min(top, 3.0)  # an interval reaching past 3 is cut at the frame
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
     ax.set_xlabel("product of the parts' measured ρ (95% interval)")
     ax.set_ylabel("measured ρ of the combined representation (95% interval)")
     if title:

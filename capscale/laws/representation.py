@@ -99,6 +99,9 @@ def _companion(df: pd.DataFrame, part_col: str, what: str) -> str | None:
     return next((n for n in part_column_names(part_col, what) if n in df.columns), None)
 
 
+MISSING_KEY = "default"  # how a key column's missing value (a setting at its default) reads
+
+
 def representation_keys(df: pd.DataFrame, key_columns: list[str] | None = None) -> list[str]:
     """One key per row naming its representation: the spec (``format`` tables), ``w/a`` (e.g.
     ``int4:had/none``), or the values of ``key_columns`` joined by ``/``."""
@@ -106,9 +109,12 @@ def representation_keys(df: pd.DataFrame, key_columns: list[str] | None = None) 
     missing = [c for c in cols if c not in df.columns]
     if missing:
         raise CapscaleError(f"eff key column(s) {missing} are not in the table {list(df.columns)}")
-    keys = df[cols[0]].astype(str)
+    def text(c):  # a training setting left at its default is missing (None, NaN): "default"
+        return df[c].astype(object).where(df[c].notna(), MISSING_KEY).astype(str)
+
+    keys = text(cols[0])
     for c in cols[1:]:
-        keys = keys + KEY_SEPARATOR + df[c].astype(str)
+        keys = keys + KEY_SEPARATOR + text(c)
     return keys.tolist()
 
 

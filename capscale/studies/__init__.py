@@ -152,7 +152,7 @@ def composition_table(fit, checks, capacity: pd.DataFrame) -> pd.DataFrame:
         if whole is None:
             continue
         prod, lo, hi = product_interval(fit, list(c.den))
-        parts_ok = all(bool(by_key.loc[k, "identified"]) for k in c.den if k in by_key.index)
+        parts_ok = all(k in by_key.index and bool(by_key.loc[k, "identified"]) for k in c.den)
         rows.append({"claim": c.claim, "whole": c.num, "parts": " · ".join(c.den),
                      "rho": whole["rho"], "lo": whole["lo"], "hi": whole["hi"],
                      "product": prod, "product_lo": lo, "product_hi": hi,

@@ -245,13 +245,16 @@ class TrainConfig:
         from capscale.model.compressed_linear import OperandCompressor, grad_rule_from_config
 
         rule = grad_rule_from_config(self)
-        if self.scale_lr is not None and self.grad not in LEARNED_RULES:
+        operands = [OperandCompressor(parse_format(spec), rule)  # and the rule fits each format
+                    for spec in (self.w_format, self.a_format)]
+        if self.scale_lr is not None and all(o.learned_index is None or o.fmt.is_identity
+                                              for o in operands):
+            why = (f"--grad {self.grad} learns none" if self.grad not in LEARNED_RULES else
+                   f"--w {self.w_format} --a {self.a_format} have no grid to learn a scale for")
             raise CapscaleError(
                 f"scale-lr={self.scale_lr} sets the learning rate of learned quantizer scales, "
-                f"which --grad {self.grad} does not have: use it with --grad "
-                f"{', '.join(LEARNED_RULES)}, or leave it out")
-        for spec in (self.w_format, self.a_format):  # and the rule fits each format
-            OperandCompressor(parse_format(spec), rule)
+                f"and {why}: use it with --grad {', '.join(LEARNED_RULES)} on a quantized "
+                "operand, or leave it out")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -61,6 +61,8 @@ def parameter_groups(model: nn.Module, weight_decay: float,
 def build_optimizer(model: nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
     ratio = None if cfg.scale_lr is None else cfg.scale_lr / lr
     groups = parameter_groups(model, cfg.weight_decay, ratio)
+    for group in groups:
+        group["lr"] = group_lr(group, lr)  # the loop's schedule sets it again every step
     return torch.optim.AdamW(
         groups,
         lr=lr,

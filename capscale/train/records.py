@@ -30,13 +30,16 @@ from capscale.runrecord import read_result as load_result
 RUNTIME_FIELDS = ("device", "compile", "progress", "tensorboard", "wandb_project", "out")
 
 
-def identity(config_dict: dict) -> dict:
-    """The settings that define what a run computes (runtime settings dropped). A setting
-    the record lacks takes its default: a setting is added with the default that computes
-    what runs did before it existed, so older records keep matching the runs they are."""
-    from capscale.train.config import TrainConfig
+# Settings added after run records were first written, with the value that computes what a
+# record without them computed. A record lacking one matches a run at that value, so runs
+# trained before the setting existed are still found (resume, --reuse).
+ADDED_SETTINGS = {"scale_lr": None}
 
-    full = {**TrainConfig().to_dict(), **config_dict}
+
+def identity(config_dict: dict) -> dict:
+    """The settings that define what a run computes (runtime settings dropped; the settings
+    added since a record was written filled in as it ran)."""
+    full = {**ADDED_SETTINGS, **config_dict}
     return {k: v for k, v in full.items() if k not in RUNTIME_FIELDS}
 
 

@@ -25,3 +25,15 @@ def test_is_dense_agrees_with_the_parser(spec):
 
 def test_every_dense_name_of_the_parser_is_a_dense_alias():
     assert set(DENSE_NAMES) <= rep.DENSE_ALIASES
+
+
+def test_a_key_column_left_at_its_default_reads_default_not_nan():
+    """A training key such as scale_lr is missing (None, NaN) on runs at the default: their
+    key must name it, not become NaN (pandas 3 keeps NaN through astype(str))."""
+    import numpy as np
+    import pandas as pd
+
+    df = pd.DataFrame({"w_format": ["int4", "int4", "none"], "a_format": ["int4"] * 2 + ["none"],
+                       "scale_lr": [None, 4e-5, np.nan]})
+    keys = rep.representation_keys(df, ["w_format", "a_format", "scale_lr"])
+    assert keys == ["int4/int4/default", "int4/int4/4e-05", "none/none/default"]

@@ -152,6 +152,14 @@ def test_int_analysis_recovers_capacities_and_judges_composability():
         assert c["product_lo"] < c["product"] < c["product_hi"] and c["identified"]
         ratio = res.checks.set_index("claim").loc[c["claim"]]
         assert c["rho"] / c["product"] == pytest.approx(ratio["ratio"], rel=1e-9)
+    # a part not identified, or missing from the table, leaves the point not identified
+    vague = res.capacity.assign(identified=res.capacity["format"] != "none/int2:had")
+    comp = st.composition_table(res.fit, res.study.checks, vague).set_index("whole")
+    assert not comp.loc["int2:had/int2:had", "identified"]
+    assert comp.loc["int4:had/int4:had", "identified"]
+    partial = res.capacity[res.capacity["format"] != "int4:had/none"]
+    comp = st.composition_table(res.fit, res.study.checks, partial).set_index("whole")
+    assert not comp.loc["int4:had/int4:had", "identified"]
 
 
 def test_composition_plot_marks_identified_points_and_draws_others_as_intervals(tmp_path,

@@ -31,6 +31,12 @@ def test_scale_lr_needs_a_rule_that_learns_a_scale():
     TrainConfig(size="30k", w_format="int4", grad="lsq", scale_lr=1e-4).validate()
     with pytest.raises(CapscaleError, match="scale-lr"):
         TrainConfig(size="30k", grad="lsq", scale_lr=0.0).validate()
+    # nothing quantized, nothing learned: the rate would only rename a dense run
+    with pytest.raises(CapscaleError, match=r"--w none --a none have no grid"):
+        TrainConfig(size="30k", grad="lsq", scale_lr=1e-4).validate()
+    with pytest.raises(CapscaleError, match="no grid"):
+        TrainConfig(size="30k", w_format="sparse0.5", grad="lsq", scale_lr=1e-4).validate()
+    TrainConfig(size="30k", a_format="int4", grad="pact", scale_lr=1e-4).validate()
 
 
 def test_learned_scales_form_a_group_only_when_given_a_rate():
@@ -90,3 +96,23 @@ def test_a_record_written_before_a_setting_existed_still_matches_its_run():
     old = {k: v for k, v in cfg.items() if k != "scale_lr"}
     assert identity(old) == identity(cfg)
     assert identity({**old, "scale_lr": 1e-4}) != identity(cfg)
+
+
+def test_a_run_with_scale_lr_resumed_mid_way_is_bit_identical(tmp_path):
+    """The optimizer's third group and its rate share come back from the checkpoint."""
+    import shutil
+    from pathlib import Path
+
+    data = synthetic_data()
+    cfg = dict(size="30k", seq_len=32, batch_tokens=512, steps=4, lr=1e-2, progress=False,
+               val_tokens=512, w_format="int4", a_format="int4", grad="lsq", scale_lr=1e-4,
+               ckpt_every=2, keep_checkpoints=2)
+    whole = train(TrainConfig(**cfg, out=str(tmp_path / "whole")), data=data)
+    cut = Path(tmp_path / "cut")
+    shutil.copytree(tmp_path / "whole", cut)
+    (cut / "result.json").unlink()
+    shutil.rmtree(cut / "checkpoints" / "step_0000004")
+    (cut / "checkpoints" / "latest").write_text("step_0000002\n")
+    resumed = train(TrainConfig(**cfg, out=str(cut)), data=data, resume=True)
+    assert resumed["loss"] == whole["loss"]
+    assert resumed["final_train_loss"] == whole["final_train_loss"]
