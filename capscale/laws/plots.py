@@ -316,11 +316,14 @@ def plot_measured_capacity(table: pd.DataFrame, path: str | os.PathLike,
     identified gets no point, only its interval as a dotted line (as the CLI prints it).
     ``table`` is :func:`capscale.laws.measure.measured_capacity`'s."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 6))
+    many = len(table) > 10  # legend beside the axes, where it hides no point
+    fig, ax = plt.subplots(figsize=(9.5 if many else 6.5, 6))
     ax.plot([0, 1.05], [0, 1.05], color="0.6", lw=1, ls="--", label="measured = predicted")
-    cmap = plt.get_cmap("tab20" if len(table) > 10 else "tab10")
+    cmap = plt.get_cmap("tab20" if many else "tab10")
+    markers = "os^D"  # with the colours, no two of up to 80 representations look alike
     for i, (_, r) in enumerate(table.iterrows()):
         color = cmap(i % cmap.N)
+        marker = markers[(i // cmap.N) % len(markers)]
         x, y = r["rho_gmse"], r["rho"]
         if not (math.isfinite(x) and math.isfinite(y)):
             continue
@@ -336,7 +339,7 @@ def plot_measured_capacity(table: pd.DataFrame, path: str | os.PathLike,
                 ax.plot([], [], ls=":", color=color, label=label)
             continue
         err = [[max(y - lo, 0)], [max(hi - y, 0)]] if ranged else None
-        ax.errorbar([x], [min(y, 1.5)], yerr=err, fmt="o", color=color, capsize=3,
+        ax.errorbar([x], [min(y, 1.5)], yerr=err, fmt=marker, color=color, capsize=3,
                     label=r["format"])
     ax.set_xlim(0, 1.05)
     ax.set_ylim(0, 1.2)
@@ -344,7 +347,11 @@ def plot_measured_capacity(table: pd.DataFrame, path: str | os.PathLike,
     ax.set_ylabel("ρ measured (decoupled fit, 95% interval)")
     if title:
         ax.set_title(title)
-    ax.legend(fontsize=7, loc="upper left")
+    if many:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+        fig.tight_layout()
+    else:
+        ax.legend(fontsize=7, loc="upper left")
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
