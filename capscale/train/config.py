@@ -169,9 +169,9 @@ class TrainConfig:
                                "from the ladder)", kind="number", **POSITIVE, valid="a number > 0")
     scale_lr: float | None = setting(
         None, "optimizer", "peak learning rate of learned quantizer scales (--grad lsq, lsq+, "
-        "pact), on the same schedule (default: the model's). Under Adam a scale moves about "
-        "this much per step whatever its gradient, so a scale of 0.01 needs a rate well below "
-        "it", kind="number", **POSITIVE, valid="a number > 0")
+        "pact), on the same schedule (default: the model's). Under Adam a scale moves by about "
+        "its rate each step whatever its gradient; a slow scale stays near where it started "
+        "(STUDIES.md, study lsq)", kind="number", **POSITIVE, valid="a number > 0")
     optimizer: str = setting("adamw", "optimizer", "AdamW (0.9, 0.95), or AdamW with AMSGrad "
                              "normalisation (the unified paper's Alg. 3)",
                              choices=("adamw", "amsgrad"))
