@@ -85,9 +85,14 @@ class OperandCompressor:
             )
         return scalar[0]
 
+    @property
+    def learns_scale(self) -> bool:
+        """Whether this operand trains a scale (a learned-scale rule on a format that quantizes)."""
+        return self.learned_index is not None and not self.fmt.is_identity
+
     def learned_module(self, role: str, shape: tuple[int, int]) -> LearnedScale | None:
         """The parameters of a learned-scale rule for this operand, or None."""
-        if self.learned_index is None or self.fmt.is_identity:
+        if not self.learns_scale:
             return None
         module = LearnedScale(self.rule.quant, self.fmt.parts[self.learned_index], role, shape)
         self.effective[self.learned_index] = module.label

@@ -146,11 +146,10 @@ def composition_table(fit, checks, capacity: pd.DataFrame) -> pd.DataFrame:
     by_key = capacity.set_index("format")
     rows = []
     for c in checks:
-        if c.relation != "=" or len(c.den) < 2 or not {c.num, *c.den} <= fitted:
+        if (c.relation != "=" or len(c.den) < 2 or not {c.num, *c.den} <= fitted
+                or c.num not in by_key.index):
             continue
-        whole = by_key.loc[c.num] if c.num in by_key.index else None
-        if whole is None:
-            continue
+        whole = by_key.loc[c.num]
         prod, lo, hi = product_interval(fit, list(c.den))
         parts_ok = all(k in by_key.index and bool(by_key.loc[k, "identified"]) for k in c.den)
         rows.append({"claim": c.claim, "whole": c.num, "parts": " · ".join(c.den),
@@ -240,7 +239,7 @@ def analyse(name: str, runs: pd.DataFrame, *, n_bootstrap: int = N_BOOTSTRAP,
 def print_result(res: StudyResult, stream=None) -> None:
     import sys
 
-    from capscale.laws.measure import describe_rho, why_not_identified
+    from capscale.laws.measure import IDENTIFIED_WIDTH, describe_rho, why_not_identified
 
     out = stream or sys.stdout
     s = res.study
@@ -267,7 +266,8 @@ def print_result(res: StudyResult, stream=None) -> None:
             both = (f"{c['rho']:.3f} [{c['lo']:.3f}, {c['hi']:.3f}] against "
                     f"{c['product']:.3f} [{c['product_lo']:.3f}, {c['product_hi']:.3f}]")
         else:
-            both = "not identified (a ρ or the product has an interval wider than 0.2)"
+            both = ("not identified (a ρ or the product has an interval wider than "
+                    f"{IDENTIFIED_WIDTH})")
         print(f"    {c['whole']:<34} {both}", file=out)
     for k, v in res.curves.items():
         if isinstance(v, dict):

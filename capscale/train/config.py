@@ -247,8 +247,7 @@ class TrainConfig:
         rule = grad_rule_from_config(self)
         operands = [OperandCompressor(parse_format(spec), rule)  # and the rule fits each format
                     for spec in (self.w_format, self.a_format)]
-        if self.scale_lr is not None and all(o.learned_index is None or o.fmt.is_identity
-                                              for o in operands):
+        if self.scale_lr is not None and not any(o.learns_scale for o in operands):
             why = (f"--grad {self.grad} learns none" if self.grad not in LEARNED_RULES else
                    f"--w {self.w_format} --a {self.a_format} have no grid to learn a scale for")
             raise CapscaleError(
